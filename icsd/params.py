@@ -1,0 +1,116 @@
+"""Frozen, picklable parameters of one compression job: everything the pure core needs.
+
+Validated once here (at construction), so the core's private kernels can assume valid input.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from icsd.errors import SettingsError
+
+__all__ = [
+    "Strategy",
+    "Resample",
+    "CompressParams",
+    "DEFAULT_MAX_PIXELS",
+    "parse_size",
+    "colors_from_bits",
+]
+
+# Pillow's own decompression-bomb limit (Image.MAX_IMAGE_PIXELS), without importing Pillow here.
+DEFAULT_MAX_PIXELS = 89_478_485
+
+
+class Strategy(enum.StrEnum):
+    """Colour-reduction strategies; the original system's abbreviations are accepted as aliases."""
+
+    SIZE_ONLY = "size-only"
+    KMEANS = "kmeans"
+    SKLEARN_KMEANS = "sklearn-kmeans"
+    SKLEARN_MINIBATCH = "sklearn-minibatch"
+
+    @classmethod
+    def parse(cls, name: str | Strategy) -> Strategy:
+        """Accept a canonical name or an alias (SO, MKM, FKM, MBKM), case-insensitively."""
+        if isinstance(name, Strategy):
+            return name
+        key = str(name).strip().lower()
+        found = _STRATEGY_ALIASES.get(key)
+        if found is None:
+            allowed = ", ".join(f"{s.value} ({a})" for a, s in _ABBREVIATIONS.items())
+            raise SettingsError(f"unknown strategy {name!r}: use one of {allowed}")
+        return found
+
+
+_ABBREVIATIONS = {
+    "SO": Strategy.SIZE_ONLY,
+    "MKM": Strategy.KMEANS,
+    "FKM": Strategy.SKLEARN_KMEANS,
+    "MBKM": Strategy.SKLEARN_MINIBATCH,
+}
+_STRATEGY_ALIASES = {s.value: s for s in Strategy} | {a.lower(): s for a, s in _ABBREVIATIONS.items()}
+
+
+class Resample(enum.StrEnum):
+    """How pixels are combined when downsampling."""
+
+    BOX = "box"  # area average: the best quality per cost for integer-ish factors
+    LANCZOS = "lanczos"  # sharper, slower
+    STRIDE = "stride"  # the original system's pixel skipping (keeps the last row and column)
+
+
+@dataclass(frozen=True, slots=True)
+class CompressParams:
+    """One job's parameters. Exactly one size rule applies: `size` > `max_size` > `scale`.
+
+    - `scale`: downsampling factor per side (>= 1), the original system's rule (default 5).
+    - `max_size`: fit within (width, height), keeping aspect; never upsamples.
+    - `size`: exact (width, height) for ML datasets: scale to cover, then centre-crop.
+    """
+
+    strategy: Strategy = Strategy.KMEANS
+    colors: int = 16
+    grayscale: bool = False
+    scale: float = 5.0
+    max_size: tuple[int, int] | None = None
+    size: tuple[int, int] | None = None
+    resample: Resample = Resample.BOX
+    seed: int = 0
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "strategy", Strategy.parse(self.strategy))
+        try:
+            object.__setattr__(self, "resample", Resample(str(self.resample).lower()))
+        except ValueError:
+            allowed = ", ".join(r.value for r in Resample)
+            raise SettingsError(f"unknown resample {self.resample!r}: use one of {allowed}") from None
+        if not 2 <= self.colors <= 256:
+            raise SettingsError(f"colors must be between 2 and 256, got {self.colors}")
+        if not self.scale >= 1:
+            raise SettingsError(f"scale must be a downsampling factor >= 1, got {self.scale}")
+        if self.resample is Resample.STRIDE and self.scale != int(self.scale):
+            raise SettingsError(f"resample 'stride' needs a whole-number scale, got {self.scale}")
+        for name in ("max_size", "size"):
+            value = getattr(self, name)
+            if value is not None and (len(value) != 2 or min(value) < 1):
+                raise SettingsError(f"{name} must be two positive integers WIDTHxHEIGHT, got {value}")
+        if self.max_pixels < 1:
+            raise SettingsError(f"max_pixels must be positive, got {self.max_pixels}")
+
+
+def parse_size(text: str, *, setting: str) -> tuple[int, int]:
+    """Parse 'WIDTHxHEIGHT' (e.g. '224x224'); the error names `setting`."""
+    parts = text.lower().replace(" ", "").split("x")
+    if len(parts) == 2 and all(p.isdigit() and int(p) > 0 for p in parts):
+        return int(parts[0]), int(parts[1])
+    raise SettingsError(f"{setting} must look like WIDTHxHEIGHT with positive integers (e.g. 224x224), got {text!r}")
+
+
+def colors_from_bits(bits: int, *, setting: str = "bits") -> int:
+    """K = 2**bits for bits in 1..8."""
+    if not 1 <= bits <= 8:
+        raise SettingsError(f"{setting} must be between 1 and 8, got {bits}")
+    return 2**bits

@@ -8,17 +8,17 @@ Permanent errors (the input itself is bad) send a file to the failed folder; tra
 from __future__ import annotations
 
 __all__ = [
-    "IcsdError",
-    "SettingsError",
-    "ImageError",
-    "DecodeError",
-    "ImageTooLargeError",
-    "TransientError",
-    "EX_USAGE",
+    "EX_CONFIG",
     "EX_DATAERR",
     "EX_SOFTWARE",
     "EX_TEMPFAIL",
-    "EX_CONFIG",
+    "EX_USAGE",
+    "DecodeError",
+    "IcsdError",
+    "ImageError",
+    "ImageTooLargeError",
+    "SettingsError",
+    "TransientError",
 ]
 
 # BSD sysexits.h values: systemd and shell scripts understand them.

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from icsd.errors import SettingsError
 
 __all__ = [
-    "Strategy",
-    "Resample",
-    "CompressParams",
     "DEFAULT_MAX_PIXELS",
-    "parse_size",
+    "CompressParams",
+    "Resample",
+    "Strategy",
     "colors_from_bits",
+    "parse_size",
 ]
 
 # Pillow's own decompression-bomb limit (Image.MAX_IMAGE_PIXELS), without importing Pillow here.
@@ -60,6 +60,15 @@ class Resample(enum.StrEnum):
     LANCZOS = "lanczos"  # sharper, slower
     STRIDE = "stride"  # the original system's pixel skipping (keeps the last row and column)
 
+    @classmethod
+    def parse(cls, name: str | Resample) -> Resample:
+        """Accept a filter name case-insensitively."""
+        try:
+            return cls(str(name).strip().lower())
+        except ValueError:
+            allowed = ", ".join(r.value for r in cls)
+            raise SettingsError(f"unknown resample {name!r}: use one of {allowed}") from None
+
 
 @dataclass(frozen=True, slots=True)
 class CompressParams:
@@ -82,11 +91,7 @@ class CompressParams:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "strategy", Strategy.parse(self.strategy))
-        try:
-            object.__setattr__(self, "resample", Resample(str(self.resample).lower()))
-        except ValueError:
-            allowed = ", ".join(r.value for r in Resample)
-            raise SettingsError(f"unknown resample {self.resample!r}: use one of {allowed}") from None
+        object.__setattr__(self, "resample", Resample.parse(self.resample))
         if not 2 <= self.colors <= 256:
             raise SettingsError(f"colors must be between 2 and 256, got {self.colors}")
         if not self.scale >= 1:

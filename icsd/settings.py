@@ -1,0 +1,194 @@
+"""Daemon settings: environment variables (prefix `ICSD_`), a `.env` file, and CLI overrides.
+
+Precedence, highest first: command-line flag > process environment > `.env` in the working
+directory > default. Everything is validated once, here, and turned into the frozen
+`CompressParams` the core needs; errors name the setting and the allowed values.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from icsd.errors import SettingsError
+from icsd.params import DEFAULT_MAX_PIXELS, CompressParams, Resample, Strategy, colors_from_bits, parse_size
+
+__all__ = ["ENV_PREFIX", "Settings", "load_settings", "unknown_env_warnings"]
+
+ENV_PREFIX = "ICSD_"
+DEFAULT_COLORS = 16
+
+
+class Settings(BaseSettings):
+    """Every setting of `icsd run` / `icsd batch`; each is also a CLI flag with the same words."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_ignore_empty=True,
+        extra="ignore",
+        validate_default=False,
+    )
+
+    # folders
+    input_dir: Path = Field(Path("Uncompressed"), description="drop folder watched for images (recursive)")
+    output_dir: Path = Field(Path("Compressed"), description="where compressed PNGs are written (paths mirrored)")
+    failed_dir: Path | None = Field(None, description="where failed originals go [default: OUTPUT_DIR/.failed]")
+    state_dir: Path | None = Field(None, description="journal folder [default: OUTPUT_DIR/.icsd]")
+    on_success: Literal["keep", "delete", "archive"] = Field(
+        "keep", description="what happens to an original once its output is durable: keep, delete or archive"
+    )
+    archive_dir: Path | None = Field(None, description="where originals go with ON_SUCCESS=archive")
+    # compression
+    strategy: str = Field(
+        "kmeans", description="size-only (SO), kmeans (MKM), sklearn-kmeans (FKM) or sklearn-minibatch (MBKM)"
+    )
+    colors: int | None = Field(None, description=f"colours per image, 2-256 [default: {DEFAULT_COLORS}]")
+    bits: int | None = Field(None, description="colours as bits, 1-8 (colours = 2^bits); not with COLORS")
+    grayscale: bool = Field(False, description="quantize luminance and write grayscale images")
+    scale: float = Field(5.0, description="downsampling factor per side (>= 1)")
+    resample: str = Field("box", description="downsampling filter: box (area average), lanczos, stride (skip)")
+    max_size: str | None = Field(None, description="fit within WIDTHxHEIGHT instead of SCALE (never upsamples)")
+    size: str | None = Field(None, description="exact WIDTHxHEIGHT output: scale to cover, centre-crop")
+    seed: int = Field(0, description="random seed for k-means (same seed, same output)")
+    max_pixels: int = Field(DEFAULT_MAX_PIXELS, description="refuse images with more pixels (decompression bombs)")
+    # daemon
+    workers: int = Field(0, description="worker processes [default 0: one per CPU]")
+    executor: Literal["process", "dask"] = Field("process", description="process (local pool) or dask (cluster)")
+    dask_scheduler: str = Field("local", description="dask scheduler address tcp://host:8786, or local")
+    stable_seconds: float = Field(1.0, description="quiet period before a new file counts as completely written")
+    rescan_seconds: float = Field(300.0, description="periodic rescan of the input folder, catches missed events")
+    polling: bool | None = Field(None, description="force polling (true) or inotify (false) [default: auto]")
+    max_attempts: int = Field(3, description="tries for an image whose failure may be transient")
+    drain_seconds: float = Field(30.0, description="on SIGTERM, how long in-flight images may take to finish")
+    # observability
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
+    log_format: Literal["text", "json"] = Field("text", description="text, or json (one object per line)")
+    metrics_port: int | None = Field(None, description="serve Prometheus metrics on this port [default: off]")
+    metrics_host: str = Field("127.0.0.1", description="address the metrics server binds to")
+
+    # -- derived values -------------------------------------------------------------------
+
+    @property
+    def failed_path(self) -> Path:
+        return self.failed_dir or self.output_dir / ".failed"
+
+    @property
+    def state_path(self) -> Path:
+        return self.state_dir or self.output_dir / ".icsd"
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers or os.cpu_count() or 1
+
+    def params(self) -> CompressParams:
+        """The frozen job parameters; raises SettingsError naming the offending setting."""
+        return CompressParams(
+            strategy=_setting("STRATEGY", Strategy.parse, self.strategy),
+            colors=self.color_count(),
+            grayscale=self.grayscale,
+            scale=self.scale,
+            max_size=parse_size(self.max_size, setting="ICSD_MAX_SIZE") if self.max_size else None,
+            size=parse_size(self.size, setting="ICSD_SIZE") if self.size else None,
+            resample=_setting("RESAMPLE", Resample.parse, self.resample),
+            seed=self.seed,
+            max_pixels=self.max_pixels,
+        )
+
+    def color_count(self) -> int:
+        if self.colors is not None and self.bits is not None:
+            raise SettingsError("set ICSD_COLORS or ICSD_BITS, not both (colours = 2^bits)")
+        if self.bits is not None:
+            return colors_from_bits(self.bits, setting="ICSD_BITS")
+        colors = DEFAULT_COLORS if self.colors is None else self.colors
+        if not 2 <= colors <= 256:
+            raise SettingsError(f"ICSD_COLORS must be between 2 and 256, got {colors}")
+        return colors
+
+    def validate_all(self) -> CompressParams:
+        """Check everything a daemon start needs; returns the job parameters."""
+        _check_range("SCALE", self.scale, low=1)
+        if self.resample.lower() == "stride" and self.scale != int(self.scale):
+            raise SettingsError(f"ICSD_RESAMPLE=stride needs a whole-number ICSD_SCALE, got {self.scale}")
+        _check_range("WORKERS", self.workers, low=0)
+        _check_range("STABLE_SECONDS", self.stable_seconds, low=0)
+        _check_range("RESCAN_SECONDS", self.rescan_seconds, low=0)
+        _check_range("MAX_ATTEMPTS", self.max_attempts, low=1)
+        _check_range("DRAIN_SECONDS", self.drain_seconds, low=0)
+        if self.metrics_port is not None:
+            _check_range("METRICS_PORT", self.metrics_port, low=0, high=65535)
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise SettingsError(f"ICSD_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, got {self.log_level!r}")
+        if self.on_success == "archive" and self.archive_dir is None:
+            raise SettingsError("ICSD_ON_SUCCESS=archive needs ICSD_ARCHIVE_DIR (where originals are moved)")
+        self._check_folders()
+        return self.params()
+
+    def _check_folders(self) -> None:
+        """Our folders may not be the input folder or inside it: we would watch our own output."""
+        source = self.input_dir.resolve()
+        ours = {"OUTPUT_DIR": self.output_dir, "FAILED_DIR": self.failed_path, "STATE_DIR": self.state_path}
+        if self.archive_dir is not None:
+            ours["ARCHIVE_DIR"] = self.archive_dir
+        for name, folder in ours.items():
+            resolved = folder.resolve()
+            if resolved == source or resolved.is_relative_to(source):
+                raise SettingsError(
+                    f"ICSD_{name} ({folder}) is inside ICSD_INPUT_DIR ({self.input_dir}): "
+                    "choose a folder outside the input folder"
+                )
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from env/.env with `overrides` (CLI flags; None = not given) on top."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    if "colors" in given:  # a flag wins over the environment for the colour count as a whole
+        given.setdefault("bits", None)
+    elif "bits" in given:
+        given["colors"] = None
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+
+
+def unknown_env_warnings(environ: dict[str, str] | None = None, env_file: Path = Path(".env")) -> list[str]:
+    """One warning per unknown `ICSD_*` variable, naming the closest valid one."""
+    names = {f"{ENV_PREFIX}{field.upper()}" for field in Settings.model_fields}
+    seen = {key.upper() for key in (os.environ if environ is None else environ) if key.upper().startswith(ENV_PREFIX)}
+    if env_file.is_file():
+        from dotenv import dotenv_values  # installed with pydantic-settings
+
+        seen |= {key.upper() for key in dotenv_values(env_file) if key.upper().startswith(ENV_PREFIX)}
+    warnings = []
+    for key in sorted(seen - names):
+        close = difflib.get_close_matches(key, sorted(names), n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        warnings.append(f"unknown setting {key} is ignored{hint}")
+    return warnings
+
+
+def _setting(name: str, parse: Any, value: Any) -> Any:
+    try:
+        return parse(value)
+    except (SettingsError, ValueError) as exc:
+        message = exc.message if isinstance(exc, SettingsError) else str(exc)
+        raise SettingsError(f"ICSD_{name}: {message}") from None
+
+
+def _check_range(name: str, value: float, *, low: float, high: float | None = None) -> None:
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f">= {low}"
+        raise SettingsError(f"ICSD_{name} must be {bound}, got {value}")
+
+
+def _describe(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    field = str(error["loc"][0]) if error["loc"] else "?"
+    return f"ICSD_{field.upper()}: {error['msg'].lower()}, got {error.get('input')!r}"

@@ -1,0 +1,145 @@
+"""Settings: env/.env/flag precedence, colour and bits boundaries, error messages, the example file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from icsd.errors import SettingsError
+from icsd.params import Resample, Strategy
+from icsd.settings import Settings, load_settings, unknown_env_warnings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No ICSD_* from the developer's shell, and no stray .env: run in an empty folder."""
+    import os
+
+    for key in list(os.environ):
+        if key.upper().startswith("ICSD_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+
+
+def test_defaults_match_the_original_system() -> None:
+    params = load_settings().validate_all()
+    assert params.strategy is Strategy.KMEANS
+    assert params.colors == 16
+    assert params.scale == 5
+    assert params.resample is Resample.BOX
+    assert not params.grayscale
+
+
+@pytest.mark.parametrize(("bits", "colors"), [(1, 2), (4, 16), (8, 256)])
+def test_bits_give_two_to_the_bits_colours(monkeypatch: pytest.MonkeyPatch, bits: int, colors: int) -> None:
+    monkeypatch.setenv("ICSD_BITS", str(bits))
+    assert load_settings().params().colors == colors
+
+
+@pytest.mark.parametrize("colors", [2, 256])
+def test_colour_boundaries_accepted(monkeypatch: pytest.MonkeyPatch, colors: int) -> None:
+    monkeypatch.setenv("ICSD_COLORS", str(colors))
+    assert load_settings().params().colors == colors
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"ICSD_COLORS": "1"}, "ICSD_COLORS must be between 2 and 256, got 1"),
+        ({"ICSD_COLORS": "257"}, "ICSD_COLORS must be between 2 and 256, got 257"),
+        ({"ICSD_BITS": "0"}, "ICSD_BITS must be between 1 and 8, got 0"),
+        ({"ICSD_BITS": "9"}, "ICSD_BITS must be between 1 and 8, got 9"),
+        ({"ICSD_BITS": "4", "ICSD_COLORS": "16"}, "set ICSD_COLORS or ICSD_BITS, not both"),
+        ({"ICSD_STRATEGY": "median"}, "ICSD_STRATEGY: unknown strategy 'median'"),
+        ({"ICSD_RESAMPLE": "nearest"}, "ICSD_RESAMPLE: unknown resample 'nearest': use one of box, lanczos, stride"),
+        ({"ICSD_SCALE": "0.5"}, "ICSD_SCALE must be >= 1, got 0.5"),
+        ({"ICSD_RESAMPLE": "stride", "ICSD_SCALE": "2.5"}, "ICSD_RESAMPLE=stride needs a whole-number ICSD_SCALE"),
+        ({"ICSD_MAX_SIZE": "big"}, "ICSD_MAX_SIZE must look like WIDTHxHEIGHT"),
+        ({"ICSD_SIZE": "224x0"}, "ICSD_SIZE must look like WIDTHxHEIGHT"),
+        ({"ICSD_WORKERS": "many"}, "ICSD_WORKERS: input should be a valid integer"),
+        ({"ICSD_LOG_LEVEL": "LOUD"}, "ICSD_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR"),
+        ({"ICSD_ON_SUCCESS": "archive"}, "ICSD_ON_SUCCESS=archive needs ICSD_ARCHIVE_DIR"),
+        ({"ICSD_MAX_ATTEMPTS": "0"}, "ICSD_MAX_ATTEMPTS must be >= 1, got 0"),
+    ],
+)
+def test_bad_settings_name_the_setting(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings().validate_all()
+    assert message in caught.value.message
+
+
+def test_strategy_aliases_case_insensitive(monkeypatch: pytest.MonkeyPatch) -> None:
+    aliases = [("so", "size-only"), ("MKM", "kmeans"), ("Fkm", "sklearn-kmeans"), ("mbkm", "sklearn-minibatch")]
+    for alias, strategy in aliases:
+        monkeypatch.setenv("ICSD_STRATEGY", alias)
+        assert load_settings().params().strategy == strategy
+
+
+def test_flag_beats_env_beats_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("ICSD_COLORS=8\nICSD_SCALE=3\nICSD_SEED=7\n")
+    monkeypatch.setenv("ICSD_COLORS", "32")
+    settings = load_settings(colors=64)
+    assert settings.params().colors == 64  # flag
+    assert load_settings().params().colors == 32  # env over .env
+    assert settings.scale == 3 and settings.seed == 7  # .env over defaults
+
+
+def test_colour_flag_replaces_bits_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ICSD_BITS", "3")
+    assert load_settings(colors=100).params().colors == 100
+    monkeypatch.setenv("ICSD_COLORS", "100")
+    monkeypatch.delenv("ICSD_BITS")
+    assert load_settings(bits=2).params().colors == 4
+
+
+def test_output_inside_input_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match=r"ICSD_OUTPUT_DIR .* is inside ICSD_INPUT_DIR"):
+        load_settings(input_dir=tmp_path / "in", output_dir=tmp_path / "in" / "out").validate_all()
+    with pytest.raises(SettingsError, match=r"ICSD_OUTPUT_DIR .* is inside ICSD_INPUT_DIR"):
+        load_settings(input_dir=tmp_path / "same", output_dir=tmp_path / "same").validate_all()
+    with pytest.raises(SettingsError, match=r"ICSD_STATE_DIR .* is inside ICSD_INPUT_DIR"):
+        load_settings(input_dir=tmp_path / "in", state_dir=tmp_path / "in" / ".state").validate_all()
+
+
+def test_derived_folders_default_under_output(tmp_path: Path) -> None:
+    settings = load_settings(output_dir=tmp_path / "out")
+    assert settings.failed_path == tmp_path / "out" / ".failed"
+    assert settings.state_path == tmp_path / "out" / ".icsd"
+
+
+def test_unknown_variable_warns_with_closest_name(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("ICSD_STRATEGIE=kmeans\n")
+    warnings = unknown_env_warnings({"ICSD_COLOURS": "8", "ICSD_COLORS": "8", "PATH": "/bin"})
+    assert warnings == [
+        "unknown setting ICSD_COLOURS is ignored; did you mean ICSD_COLORS?",
+        "unknown setting ICSD_STRATEGIE is ignored; did you mean ICSD_STRATEGY?",
+    ]
+
+
+def test_example_file_documents_every_setting_with_its_default() -> None:
+    lines = (ROOT / "settings.example.env").read_text().splitlines()
+    values = dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+    assert set(values) == {f"ICSD_{name.upper()}" for name in Settings.model_fields}
+    for name, field in Settings.model_fields.items():
+        shown = values[f"ICSD_{name.upper()}"]
+        default = field.default
+        if default is None:
+            assert shown == "", name
+        elif isinstance(default, bool):
+            assert shown == str(default).lower(), name
+        elif isinstance(default, Path):
+            assert Path(shown) == default, name
+        else:
+            assert type(default)(shown) == default, name
+
+
+def test_example_file_loads_as_dotenv(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text((ROOT / "settings.example.env").read_text())
+    params = load_settings().validate_all()
+    assert params.colors == 16 and params.strategy is Strategy.KMEANS
+    assert unknown_env_warnings({}) == []

@@ -1,0 +1,116 @@
+"""Output placement: atomic durable writes, paths that cannot escape, sidecars, crash leftovers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from icsd.output import (
+    TEMP_PREFIX,
+    alternate_output_name,
+    move_durably,
+    output_name,
+    remove_stray_temps,
+    safe_join,
+    write_atomic,
+    write_failure,
+)
+
+
+def test_output_name_mirrors_the_relative_path() -> None:
+    assert output_name("a/b/photo.JPG") == "a/b/photo.png"
+    assert output_name("photo.png") == "photo.png"
+    assert output_name("no_suffix") == "no_suffix.png"
+    assert alternate_output_name("a/photo.jpg") == "a/photo.jpg.png"
+
+
+@pytest.mark.parametrize("rel", ["../x.png", "/etc/passwd", "a/../../x.png", ""])
+def test_safe_join_refuses_escapes(tmp_path: Path, rel: str) -> None:
+    with pytest.raises(ValueError, match="path"):
+        safe_join(tmp_path, rel)
+
+
+def test_safe_join_refuses_symlinked_folder_leading_out(tmp_path: Path) -> None:
+    (tmp_path / "root").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "root" / "link").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(ValueError, match="escapes"):
+        safe_join(tmp_path / "root", "link/x.png")
+
+
+def test_write_atomic_creates_folders_and_leaves_no_temp(tmp_path: Path) -> None:
+    target = write_atomic(tmp_path, "deep/er/out.png", b"payload")
+    assert target.read_bytes() == b"payload"
+    assert [p.name for p in target.parent.iterdir()] == ["out.png"]
+    write_atomic(tmp_path, "deep/er/out.png", b"replaced")
+    assert target.read_bytes() == b"replaced"
+
+
+def test_write_atomic_failure_leaves_old_file_and_no_temp(tmp_path: Path) -> None:
+    """A write that hits the file-size limit (like a full disk) must not touch the old output."""
+    write_atomic(tmp_path, "out.png", b"old")
+    code = (
+        "import resource, signal, sys\n"
+        "from pathlib import Path\n"
+        "from icsd.output import write_atomic\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))\n"
+        "try:\n"
+        "    write_atomic(Path(sys.argv[1]), 'out.png', b'x' * 5000)\n"
+        "except OSError as exc:\n"
+        "    print(exc.errno)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == str(__import__("errno").EFBIG), done.stderr
+    assert (tmp_path / "out.png").read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
+
+
+def test_move_durably_within_file_system(tmp_path: Path) -> None:
+    source = tmp_path / "in" / "a.jpg"
+    source.parent.mkdir()
+    source.write_bytes(b"jpeg")
+    moved = move_durably(source, tmp_path / "failed", "sub/a.jpg")
+    assert moved == tmp_path / "failed" / "sub" / "a.jpg"
+    assert moved.read_bytes() == b"jpeg" and not source.exists()
+
+
+def test_move_durably_across_file_systems(tmp_path: Path) -> None:
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs /dev/shm on another file system than tmp_path")
+    source = shm / f"icsd-test-{os.getpid()}.jpg"
+    source.write_bytes(b"jpeg bytes")
+    try:
+        moved = move_durably(source, tmp_path / "archive", "x/y.jpg")
+        assert moved.read_bytes() == b"jpeg bytes" and not source.exists()
+        assert [p.name for p in moved.parent.iterdir()] == ["y.jpg"]
+    finally:
+        source.unlink(missing_ok=True)
+
+
+def test_failure_sidecar_is_json_beside_the_original(tmp_path: Path) -> None:
+    path = write_failure(tmp_path, "a/b.jpg", {"error": "truncated", "attempts": 1})
+    assert path == tmp_path / "a" / "b.jpg.error.json"
+    assert json.loads(path.read_text()) == {"attempts": 1, "error": "truncated"}
+
+
+def test_remove_stray_temps_only_removes_ours(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / f"{TEMP_PREFIX}xyz").write_bytes(b"partial")
+    (tmp_path / f"{TEMP_PREFIX}1").write_bytes(b"partial")
+    (tmp_path / "a" / "keep.png").write_bytes(b"done")
+    assert remove_stray_temps(tmp_path) == 2
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == ["keep.png"]
+    assert remove_stray_temps(tmp_path / "missing") == 0
+
+
+def test_written_file_mode_respects_umask(tmp_path: Path) -> None:
+    target = write_atomic(tmp_path, "m.png", b"x")
+    mode = target.stat().st_mode & 0o777
+    assert mode & 0o600 == 0o600 and not mode & 0o022 & ~0o644  # readable output, never group/world writable

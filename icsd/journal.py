@@ -1,0 +1,355 @@
+"""Durable per-file state in SQLite, so every input is processed exactly once across restarts.
+
+A file's identity is (relative path, size, mtime_ns, content digest). `claim` decides, in one
+transaction, whether a file needs work; `mark_*` record the outcome. WAL mode lets `icsd status`
+read the journal from another process while the daemon writes, and keeps the file consistent when
+the daemon is killed mid-transaction (an uncommitted transaction simply never happened).
+"""
+
+from __future__ import annotations
+
+import enum
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from icsd.errors import SettingsError, TransientError
+
+__all__ = ["SCHEMA_VERSION", "Entry", "FileId", "Journal", "State"]
+
+SCHEMA_VERSION = 1
+# SQLite result codes that mean "not now" rather than "never": retried by the caller.
+_TRANSIENT = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_IOERR")
+
+
+class State(enum.StrEnum):
+    """Lifecycle of one input file."""
+
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class FileId:
+    """What makes a file 'the same file': POSIX path relative to the input folder, size, mtime, digest."""
+
+    rel: str
+    size: int
+    mtime_ns: int
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One journal row."""
+
+    rel: str
+    size: int
+    mtime_ns: int
+    digest: str
+    state: State
+    attempts: int
+    output: str | None
+    error: str | None
+    updated: float
+
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS files (
+    rel      TEXT PRIMARY KEY NOT NULL,
+    size     INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    digest   TEXT NOT NULL,
+    state    TEXT NOT NULL CHECK (state IN ({", ".join(repr(s.value) for s in State)})),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    output   TEXT,
+    error    TEXT,
+    updated  REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS files_by_state ON files (state, updated);
+CREATE INDEX IF NOT EXISTS files_by_output ON files (output) WHERE output IS NOT NULL;
+"""
+_COLUMNS = "rel, size, mtime_ns, digest, state, attempts, output, error, updated"
+_SETTLED = (State.DONE.value, State.FAILED.value)
+# States whose reserved output path is taken: written, being written, or about to be retried.
+_OWNING = (State.DONE.value, State.IN_PROGRESS.value, State.PENDING.value)
+
+
+class Journal:
+    """The daemon's state file. Thread-safe (one internal lock), but meant for one coordinator thread."""
+
+    def __init__(self, path: Path, *, busy_timeout: float = 10.0, _readonly: bool = False) -> None:
+        """`busy_timeout`: seconds a write waits for another writer's lock before TransientError."""
+        self.path = Path(path)
+        self.readonly = _readonly
+        self._lock = threading.Lock()
+        if _readonly:
+            if not self.path.is_file():
+                raise SettingsError(f"no journal at {self.path}: has icsd run with this state folder yet?")
+            uri = f"{self.path.absolute().as_uri()}?mode=ro"
+            self._db = _connect(uri, self.path, uri=True, timeout=busy_timeout)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = _connect(str(self.path), self.path, uri=False, timeout=busy_timeout)
+        try:
+            self._setup()
+        except BaseException:
+            self._db.close()
+            raise
+
+    @classmethod
+    def open_readonly(cls, path: Path) -> Journal:
+        """Open for reading while the daemon may be writing (`icsd status`); writes raise PermissionError."""
+        return cls(path, _readonly=True)
+
+    # -- queries -------------------------------------------------------------------------------
+
+    def is_settled(self, rel: str, size: int, mtime_ns: int) -> bool:
+        """True if this exact (rel, size, mtime) already ended DONE or FAILED: skip without hashing."""
+        row = self._one(
+            "SELECT 1 FROM files WHERE rel = ? AND size = ? AND mtime_ns = ? AND state IN (?, ?)",
+            (rel, size, mtime_ns, *_SETTLED),
+        )
+        return row is not None
+
+    def get(self, rel: str) -> Entry | None:
+        row = self._one(f"SELECT {_COLUMNS} FROM files WHERE rel = ?", (rel,))
+        return None if row is None else _entry(row)
+
+    def output_owner(self, output: str) -> str | None:
+        """The input that owns `output` (done, in progress or awaiting retry), so two inputs never share one."""
+        row = self._one(
+            "SELECT rel FROM files WHERE output = ? AND state IN (?, ?, ?) ORDER BY rel LIMIT 1",
+            (output, *_OWNING),
+        )
+        return None if row is None else str(row[0])
+
+    def unfinished(self) -> list[Entry]:
+        """PENDING and IN_PROGRESS rows, oldest first: what a restart must requeue."""
+        return self._all(
+            f"SELECT {_COLUMNS} FROM files WHERE state IN (?, ?) ORDER BY updated, rel",
+            (State.PENDING.value, State.IN_PROGRESS.value),
+        )
+
+    def counts(self) -> dict[State, int]:
+        """Rows per state; every state is present, zeros included."""
+        result = dict.fromkeys(State, 0)
+        with self._lock:
+            for state, n in self._db.execute("SELECT state, COUNT(*) FROM files GROUP BY state"):
+                result[State(state)] = int(n)
+        return result
+
+    def recent_failures(self, limit: int = 10) -> list[Entry]:
+        """The newest permanent failures, newest first."""
+        return self._all(
+            f"SELECT {_COLUMNS} FROM files WHERE state = ? ORDER BY updated DESC, rel LIMIT ?",
+            (State.FAILED.value, limit),
+        )
+
+    # -- transitions ---------------------------------------------------------------------------
+
+    def claim(self, fid: FileId) -> bool:
+        """Decide atomically whether to work on `fid` now; if so mark it IN_PROGRESS and count the attempt.
+
+        True for: an unknown path; a replaced file (size or digest differ: attempts restart at 1);
+        a PENDING or IN_PROGRESS row (retry, or left over from a crash). False for the same content
+        already DONE or FAILED; a touched-only file (same digest, new mtime) gets its mtime updated
+        so the cheap `is_settled` check matches next time.
+        """
+        now = time.time()
+        with self._write() as db:
+            row = db.execute("SELECT size, digest, state FROM files WHERE rel = ?", (fid.rel,)).fetchone()
+            if row is None:
+                db.execute(
+                    f"INSERT INTO files ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, 1, NULL, NULL, ?)",
+                    (fid.rel, fid.size, fid.mtime_ns, fid.digest, State.IN_PROGRESS.value, now),
+                )
+                return True
+            size, digest, state = row
+            if size != fid.size or digest != fid.digest:
+                db.execute(
+                    "UPDATE files SET size = ?, mtime_ns = ?, digest = ?, state = ?, attempts = 1,"
+                    " output = NULL, error = NULL, updated = ? WHERE rel = ?",
+                    (fid.size, fid.mtime_ns, fid.digest, State.IN_PROGRESS.value, now, fid.rel),
+                )
+                return True
+            if state in _SETTLED:
+                db.execute(
+                    "UPDATE files SET mtime_ns = ? WHERE rel = ? AND mtime_ns != ?",
+                    (fid.mtime_ns, fid.rel, fid.mtime_ns),
+                )
+                return False
+            db.execute(
+                "UPDATE files SET mtime_ns = ?, state = ?, attempts = attempts + 1, updated = ? WHERE rel = ?",
+                (fid.mtime_ns, State.IN_PROGRESS.value, now, fid.rel),
+            )
+            return True
+
+    def reserve_output(self, rel: str, output: str) -> None:
+        """Record the intended output path before writing it, so `output_owner` sees it even after a crash."""
+        with self._write() as db:
+            _require(db.execute("UPDATE files SET output = ? WHERE rel = ?", (output, rel)), rel)
+
+    def mark_done(self, rel: str, output: str, *, digest: str | None = None) -> bool:
+        """Record success. With `digest`, only if the row still holds that content (False: it was replaced)."""
+        return self._finish(rel, State.DONE, output=output, error=None, digest=digest)
+
+    def mark_failed(self, rel: str, error: str, *, digest: str | None = None) -> bool:
+        """Record a permanent failure: the same content is never retried. `digest` as in `mark_done`."""
+        return self._finish(rel, State.FAILED, output=None, error=error, digest=digest)
+
+    def mark_pending(self, rel: str, error: str) -> int:
+        """Record a transient failure: back to PENDING for a retry. Returns the attempts made so far."""
+        with self._write() as db:
+            cur = db.execute(
+                "UPDATE files SET state = ?, error = ?, updated = ? WHERE rel = ? RETURNING attempts",
+                (State.PENDING.value, error, time.time(), rel),
+            )
+            row = cur.fetchone()
+            if row is None:
+                raise KeyError(f"journal has no entry for {rel!r}")
+            return int(row[0])
+
+    def forget(self, rel: str) -> None:
+        """Drop the row (the input vanished before it was processed). Unknown paths are fine."""
+        with self._write() as db:
+            db.execute("DELETE FROM files WHERE rel = ?", (rel,))
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- private -------------------------------------------------------------------------------
+
+    def _setup(self) -> None:
+        db = self._db
+        try:
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        except sqlite3.DatabaseError as exc:
+            raise SettingsError(
+                f"{self.path} is not an icsd journal ({exc}): move it away or fix ICSD_STATE_DIR"
+            ) from exc
+        if version > SCHEMA_VERSION:
+            raise SettingsError(
+                f"journal {self.path} was written by a newer icsd (schema {version} > {SCHEMA_VERSION}): upgrade icsd"
+            )
+        if self.readonly:
+            if version != SCHEMA_VERSION:
+                raise SettingsError(f"{self.path} is not an initialised icsd journal (schema {version})")
+            db.execute("PRAGMA query_only = ON")
+            return
+        # WAL: readers never block the writer and vice versa; a killed writer leaves no torn pages.
+        # synchronous=FULL: a committed DONE survives power loss too (one fsync per commit, which is
+        # negligible next to compressing an image; NORMAL could silently redo the last few files).
+        mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise SettingsError(f"journal {self.path}: SQLite refused WAL mode ({mode}); use a local state folder")
+        db.execute("PRAGMA synchronous = FULL")
+        if version < SCHEMA_VERSION:
+            with self._write() as tx:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        tx.execute(statement)
+                tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction: all or nothing, even if the process dies halfway.
+
+        Busy, full-disk and I/O errors become TransientError (retry later); anything else is a bug.
+        """
+        if self.readonly:
+            raise PermissionError(f"journal {self.path} is open read-only")
+        with self._lock:
+            db = self._db
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                except BaseException:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                if not getattr(exc, "sqlite_errorname", "").startswith(_TRANSIENT):
+                    raise
+                raise TransientError(f"journal {self.path}: {exc}; the change was not saved, will retry") from exc
+
+    def _finish(self, rel: str, state: State, *, output: str | None, error: str | None, digest: str | None) -> bool:
+        with self._write() as db:
+            if digest is None:
+                cur = db.execute(
+                    "UPDATE files SET state = ?, output = COALESCE(?, output), error = ?, updated = ? WHERE rel = ?",
+                    (state.value, output, error, time.time(), rel),
+                )
+                _require(cur, rel)
+                return True
+            cur = db.execute(
+                "UPDATE files SET state = ?, output = COALESCE(?, output), error = ?, updated = ?"
+                " WHERE rel = ? AND digest = ?",
+                (state.value, output, error, time.time(), rel, digest),
+            )
+            if cur.rowcount == 0:
+                _require(db.execute("SELECT 1 FROM files WHERE rel = ?", (rel,)), rel, select=True)
+                return False
+            return True
+
+    def _one(self, sql: str, args: tuple[object, ...]) -> tuple[object, ...] | None:
+        with self._lock:
+            return self._db.execute(sql, args).fetchone()  # type: ignore[no-any-return]
+
+    def _all(self, sql: str, args: tuple[object, ...]) -> list[Entry]:
+        with self._lock:
+            return [_entry(row) for row in self._db.execute(sql, args)]
+
+
+def _connect(target: str, path: Path, *, uri: bool, timeout: float) -> sqlite3.Connection:
+    # isolation_level=None: no implicit transactions; `_write` issues BEGIN IMMEDIATE/COMMIT itself.
+    # check_same_thread=False: the object may be created on one thread and used on another (locked).
+    # timeout sets SQLite's busy_timeout: how long to wait for another connection's write lock.
+    try:
+        return sqlite3.connect(target, uri=uri, isolation_level=None, check_same_thread=False, timeout=timeout)
+    except sqlite3.Error as exc:
+        raise SettingsError(f"cannot open journal {path}: {exc}; check ICSD_STATE_DIR and its permissions") from exc
+
+
+def _require(cur: sqlite3.Cursor, rel: str, *, select: bool = False) -> None:
+    missing = cur.fetchone() is None if select else cur.rowcount == 0
+    if missing:
+        raise KeyError(f"journal has no entry for {rel!r}")
+
+
+def _entry(row: tuple[object, ...]) -> Entry:
+    rel, size, mtime_ns, digest, state, attempts, output, error, updated = row
+    return Entry(
+        rel=str(rel),
+        size=int(size),  # type: ignore[call-overload]
+        mtime_ns=int(mtime_ns),  # type: ignore[call-overload]
+        digest=str(digest),
+        state=State(state),
+        attempts=int(attempts),  # type: ignore[call-overload]
+        output=None if output is None else str(output),
+        error=None if error is None else str(error),
+        updated=float(updated),  # type: ignore[arg-type]
+    )

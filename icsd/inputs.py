@@ -1,0 +1,154 @@
+"""What counts as an input image, and how to read one safely.
+
+Shared by the watcher (daemon) and the one-shot folder scan (`icsd batch`): the name rules for
+junk and temporary files, a tree walk that never follows links or enters hidden and excluded
+folders, a read that refuses anything but a regular file, and network file-system detection.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import re
+import stat
+from collections.abc import Callable, Collection, Iterator
+from pathlib import Path
+
+from icsd.errors import ImageError
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "JUNK_NAMES",
+    "JUNK_SUFFIXES",
+    "REMOTE_FS_TYPES",
+    "is_candidate_name",
+    "read_regular",
+    "remote_fs_type",
+    "scan_tree",
+    "skip_reason",
+    "walk_candidates",
+]
+
+log = logging.getLogger(__name__)
+
+# fmt: off
+IMAGE_SUFFIXES = frozenset({
+    ".jpg", ".jpeg", ".jpe", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp",
+    ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".ico", ".jp2", ".j2k",
+})
+# Lower-case names and endings of files that are never inputs: OS droppings and in-flight downloads/copies.
+JUNK_NAMES = frozenset({"thumbs.db", ".ds_store", "desktop.ini"})
+JUNK_SUFFIXES = (".part", ".partial", ".tmp", ".crdownload", ".download", "~")
+# File systems where inotify only sees changes made through this kernel, so remote writers go unseen.
+REMOTE_FS_TYPES = frozenset({
+    "nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "afs", "ceph", "glusterfs", "lustre", "gpfs", "beegfs",
+    "davfs", "vboxsf", "virtiofs", "ocfs2", "gfs2", "fuse",  # and every "fuse.*" subtype
+})
+# fmt: on
+
+_SKIP_REASONS = {
+    stat.S_IFLNK: "symlink — skipped for safety (links are never followed)",
+    stat.S_IFIFO: "named pipe (FIFO) — skipped: reading it could block forever",
+    stat.S_IFSOCK: "socket — skipped for safety",
+    stat.S_IFCHR: "device file — skipped for safety",
+    stat.S_IFBLK: "device file — skipped for safety",
+}
+
+
+def is_candidate_name(name: str) -> bool:
+    """True for a file name that may be an input image: not hidden, not junk, an image extension."""
+    low = name.lower()
+    if low.startswith(".") or low in JUNK_NAMES or low.endswith(JUNK_SUFFIXES):
+        return False
+    return os.path.splitext(low)[1] in IMAGE_SUFFIXES
+
+
+def read_regular(path: Path) -> tuple[bytes, os.stat_result]:
+    """Read a file without following a final symlink or blocking on a FIFO swapped in since the scan."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ImageError(f"{path} is a symlink; icsd never follows links in the input folder") from exc
+        raise
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageError(f"{path} is not a regular file; icsd only reads regular files")
+        return f.read(), st
+
+
+def remote_fs_type(path: str | Path, mountinfo: str | None = None) -> str | None:
+    """The file-system type of `path` if it is a network/FUSE one (see REMOTE_FS_TYPES), else None.
+
+    `mountinfo` is the text of /proc/self/mountinfo (read when None); unknown platforms give None.
+    """
+    if mountinfo is None:
+        try:
+            mountinfo = Path("/proc/self/mountinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return None
+    target = os.path.realpath(path)
+    best, best_type = "", ""
+    for line in mountinfo.splitlines():
+        # id parent major:minor root mount-point options [optional fields...] - fstype source super-options
+        fields = line.split()
+        sep = fields.index("-", 6) if "-" in fields[6:] else -1
+        if sep < 0 or sep + 1 >= len(fields):
+            continue
+        point, fstype = _unescape_mount(fields[4]), fields[sep + 1]
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):  # the deepest (and, on ties, latest) mount wins
+            best, best_type = point, fstype
+    if best_type in REMOTE_FS_TYPES or best_type.startswith("fuse."):
+        return best_type
+    return None
+
+
+def walk_candidates(top: str, *, root: str, excluded: Collection[str]) -> Iterator[tuple[str, os.stat_result]]:
+    """Entries below `top` with a candidate name, with their lstat (links and FIFOs included, not followed).
+
+    Hidden folders, excluded folders and symlinked folders are never entered.
+    """
+    stack = [top]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError as exc:
+            log.log(logging.WARNING if folder == root else logging.DEBUG, "cannot list %s: %s", folder, exc)
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if entry.path not in excluded:
+                        stack.append(entry.path)
+                elif is_candidate_name(entry.name):
+                    yield entry.path, entry.stat(follow_symlinks=False)
+            except OSError:
+                continue  # vanished while we looked
+
+
+def scan_tree(
+    root: Path, *, exclude: Collection[Path] = (), on_skip: Callable[[Path, str], None] | None = None
+) -> Iterator[Path]:
+    """Regular candidate files below `root` (one-shot, no quiet period); others reported via on_skip."""
+    top = os.path.abspath(root)
+    excluded = {os.path.abspath(p) for p in exclude}
+    for path, st in walk_candidates(top, root=top, excluded=excluded):
+        if stat.S_ISREG(st.st_mode):
+            yield Path(path)
+        elif on_skip is not None:
+            on_skip(Path(path), skip_reason(st.st_mode))
+
+
+def skip_reason(mode: int) -> str:
+    return _SKIP_REASONS.get(stat.S_IFMT(mode), "not a regular file — skipped for safety")
+
+
+def _unescape_mount(field: str) -> str:
+    """mountinfo escapes space, tab, newline and backslash as \\ooo octal."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)

@@ -1,0 +1,219 @@
+"""Command line: `icsd run`, `icsd batch`, `icsd compress`, `icsd status`.
+
+User errors become one line on stderr and a sysexits code, never a traceback. The flags of `run`
+and `batch` are generated from the Settings model, so every setting is a flag with the same words
+as its environment variable (`ICSD_MAX_SIZE` <-> `--max-size`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import types
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+
+from icsd import __version__
+from icsd.errors import IcsdError, SettingsError
+
+__all__ = ["main", "build_parser"]
+
+log = logging.getLogger("icsd")
+
+# `icsd compress` takes the compression flags only; the daemon's flags make no sense for one file.
+COMPRESS_FLAGS = ("strategy", "colors", "bits", "grayscale", "scale", "resample", "max_size", "size", "seed",
+                  "max_pixels")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except IcsdError as exc:
+        print(f"icsd: error: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("icsd: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from icsd.settings import Settings
+
+    parser = argparse.ArgumentParser(
+        prog="icsd",
+        description="Image Compression System daemon: downsample images and reduce them to K colours.",
+        epilog="Every setting is also an environment variable ICSD_<NAME> (or a line in ./.env); "
+        "flags win over the environment.",
+    )
+    parser.add_argument("--version", action="version", version=f"icsd {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="watch the input folder and compress every image that arrives")
+    _add_setting_flags(run, Settings, names=None)
+    run.set_defaults(handler=_cmd_run)
+
+    batch = commands.add_parser("batch", help="compress what is in a folder, then exit (non-zero if any failed)")
+    batch.add_argument("folder", nargs="?", type=Path, help="input folder [default: ICSD_INPUT_DIR]")
+    _add_setting_flags(batch, Settings, names=None)
+    batch.set_defaults(handler=_cmd_batch)
+
+    one = commands.add_parser("compress", help="compress one file and print size before/after")
+    one.add_argument("file", type=Path, help="image to compress")
+    one.add_argument("-o", "--output", type=Path, help="output PNG [default: FILE with .png beside it]")
+    _add_setting_flags(one, Settings, names=COMPRESS_FLAGS)
+    one.set_defaults(handler=_cmd_compress)
+
+    status = commands.add_parser("status", help="print journal counts by state and the last failures")
+    _add_setting_flags(status, Settings, names=("output_dir", "state_dir"))
+    status.add_argument("--failures", type=int, default=10, help="how many recent failures to list")
+    status.set_defaults(handler=_cmd_status)
+    return parser
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from icsd.service import Service
+
+    settings = _settings_from(args)
+    service = _prepared_service(settings, Service, mode="watch")
+
+    def on_signal(signum: int, _frame: types.FrameType | None) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        service.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return service.run().exit_code
+
+
+def _cmd_batch(args: argparse.Namespace) -> int:
+    from icsd.progress import ProgressBar
+    from icsd.service import Service
+
+    if args.folder is not None:
+        args.input_dir = args.folder
+    settings = _settings_from(args)
+    service = _prepared_service(settings, Service, mode="batch")
+    bar = ProgressBar(total=0)
+    for handler in logging.getLogger("icsd").handlers:
+        bar.wrap(handler)
+    service.on_progress.append(lambda _fields: bar.advance(total=service.tally.done + service.tally.failed
+                                                           + service.queued))
+    try:
+        return service.run().exit_code
+    finally:
+        bar.clear()
+
+
+def _cmd_compress(args: argparse.Namespace) -> int:
+    from icsd.compress import compress
+    from icsd.output import write_atomic
+    from icsd.progress import human_bytes, reduction_pct
+
+    settings = _settings_from(args)
+    params = settings.params()
+    source: Path = args.file
+    try:
+        data = source.read_bytes()
+    except OSError as exc:
+        raise SettingsError(f"cannot read {source}: {exc.strerror or exc}") from None
+    target: Path = args.output or source.with_suffix(".png")
+    if target.resolve() == source.resolve():
+        target = source.with_name(f"{source.stem}.icsd.png")
+    try:
+        result = compress(data, params)
+    except IcsdError as exc:
+        raise type(exc)(f"{source}: {exc.message}") from None
+    write_atomic(target.parent.resolve(), target.name, result.data)
+    (w_in, h_in), (w_out, h_out) = result.input_size, result.output_size
+    print(f"{source} -> {target}")
+    print(f"size before: {human_bytes(result.input_bytes)} ({w_in}x{h_in} px)")
+    print(f"size after:  {human_bytes(result.output_bytes)} ({w_out}x{h_out} px, {result.colors} colours, "
+          f"{result.strategy})")
+    print(f"reduction:   {reduction_pct(result.input_bytes, result.output_bytes):.1f}%")
+    print(f"time:        {result.seconds:.2f} s")
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from icsd.journal import Journal
+
+    settings = _settings_from(args, validate=False)
+    path = settings.state_path / "journal.sqlite3"
+    if not path.exists():
+        raise SettingsError(f"no journal at {path}: icsd has not run with ICSD_OUTPUT_DIR={settings.output_dir}")
+    journal = Journal.open_readonly(path)
+    try:
+        counts = journal.counts()
+        print("  ".join(f"{state}: {count}" for state, count in counts.items()))
+        failures = journal.recent_failures(args.failures)
+        if failures:
+            print("recent failures:")
+            for entry in failures:
+                print(f"  {entry.rel}: {entry.error}")
+    finally:
+        journal.close()
+    return 0
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _prepared_service(settings: typing.Any, service_class: typing.Any, *, mode: str) -> typing.Any:
+    from icsd.logs import setup_logging
+    from icsd.settings import unknown_env_warnings
+
+    setup_logging(settings.log_level.upper(), settings.log_format)
+    for warning in unknown_env_warnings():
+        log.warning(warning)
+    return service_class(settings, mode=mode)
+
+
+def _settings_from(args: argparse.Namespace, *, validate: bool = True) -> typing.Any:
+    from icsd.settings import Settings, load_settings
+
+    overrides = {name: getattr(args, name, None) for name in Settings.model_fields}
+    settings = load_settings(**overrides)
+    if validate:
+        settings.params()
+    return settings
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser, model: typing.Any, names: Sequence[str] | None) -> None:
+    group = parser.add_argument_group("settings (each also ICSD_<NAME> in the environment or .env)")
+    for name, field in model.model_fields.items():
+        if names is not None and name not in names:
+            continue
+        flag = "--" + name.replace("_", "-")
+        env = f"ICSD_{name.upper()}"
+        default = field.default
+        shown = "" if default is None or "[default" in (field.description or "") else f" [default: {default}]"
+        help_text = f"{field.description}{shown} (env {env})"
+        kind, choices = _flag_type(field.annotation)
+        if kind is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            group.add_argument(flag, type=kind, choices=choices, default=None, metavar=name.upper(), help=help_text)
+
+
+def _flag_type(annotation: typing.Any) -> tuple[typing.Any, list[str] | None]:
+    """The argparse type (and choices) for a settings annotation like `int | None` or Literal[...]."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) is typing.Literal:
+        return str, list(typing.get_args(annotation))
+    if args and typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return _flag_type(args[0])
+    if annotation is Path:
+        return Path, None
+    return annotation, None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""Run compression jobs somewhere else: a local process pool today, a Dask cluster when configured.
+
+A job is `compress_job(data, params) -> JobOutcome`: bytes and a frozen params object in, encoded
+bytes and stats out, no filesystem. So any executor that can ship bytes can run it; the daemon only
+sees `concurrent.futures.Future[JobOutcome]`.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Protocol
+
+from icsd.compress import JobOutcome, compress_job
+from icsd.errors import SettingsError
+from icsd.params import CompressParams
+
+__all__ = ["WORKER_DIED", "Executor", "ProcessExecutor", "create_executor"]
+
+log = logging.getLogger("icsd.executor")
+
+WORKER_DIED = "worker process died (killed by a signal or out of memory)"
+
+
+class Executor(Protocol):
+    """What the daemon needs from an executor."""
+
+    name: str
+
+    def submit(self, data: bytes, params: CompressParams) -> Future[JobOutcome]:
+        """Start one job; the future never raises for a bad image (see JobOutcome)."""
+        ...
+
+    def healthy(self) -> bool:
+        """False when the executor can no longer run jobs (the daemon reports it to systemd)."""
+        ...
+
+    def shutdown(self, *, cancel: bool) -> None:
+        """Release workers; with cancel, abandon running jobs (they are retried on the next start)."""
+        ...
+
+
+class ProcessExecutor:
+    """A process pool that survives its workers: a pool broken by a killed worker is replaced.
+
+    Workers are started by a fork server (safe while the parent runs watchdog threads) that has
+    already imported the core, ignore SIGINT (the parent decides when to stop), and use one BLAS/
+    OpenMP thread each so N workers do not oversubscribe N cores.
+    """
+
+    name = "process"
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._context = multiprocessing.get_context("forkserver")
+        self._context.set_forkserver_preload(["icsd.compress"])
+        self._pool = self._new_pool()
+        self.replaced = 0
+
+    def submit(self, data: bytes, params: CompressParams) -> Future[JobOutcome]:
+        try:
+            return self._pool.submit(compress_job, data, params)
+        except BrokenProcessPool:
+            self._replace_pool()
+            return self._pool.submit(compress_job, data, params)
+
+    def healthy(self) -> bool:
+        return True  # a broken pool is replaced on the next submit
+
+    def shutdown(self, *, cancel: bool) -> None:
+        self._pool.shutdown(wait=not cancel, cancel_futures=cancel)
+        if cancel:
+            _terminate_workers(self._pool)
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the current workers (fault tests kill one of them)."""
+        return [pid for pid in (self._pool._processes or {})]
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(max_workers=self.workers, mp_context=self._context, initializer=_init_worker)
+
+    def _replace_pool(self) -> None:
+        log.warning("a worker process died; starting a new pool (affected images are retried)")
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = self._new_pool()
+        self.replaced += 1
+
+
+def create_executor(kind: str, *, workers: int, scheduler: str = "local") -> Executor:
+    """The executor named by ICSD_EXECUTOR."""
+    if kind == "process":
+        return ProcessExecutor(workers)
+    if kind == "dask":
+        try:
+            from icsd.executor_dask import DaskExecutor
+        except ImportError as exc:
+            raise SettingsError(
+                f"ICSD_EXECUTOR=dask needs the dask extra: pip install 'icsd[dask]' ({exc})"
+            ) from None
+        return DaskExecutor(scheduler, workers=workers)
+    raise SettingsError(f"ICSD_EXECUTOR must be process or dask, got {kind!r}")
+
+
+def _init_worker() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)
+
+
+def _terminate_workers(pool: ProcessPoolExecutor) -> None:
+    # ProcessPoolExecutor has no public way to stop running workers before Python 3.14
+    # (terminate_workers); _processes is stable across 3.11-3.13.
+    for process in list((pool._processes or {}).values()):
+        if process.is_alive():
+            process.terminate()

@@ -1,0 +1,420 @@
+"""The daemon shell: watcher -> journal -> executor -> durable writer, with progress and shutdown.
+
+One coordinator thread owns the journal and every file operation; the watcher and the executor
+only put events on its queue. That keeps SQLite single-threaded and the ordering of "output
+durable -> journal done -> original disposed" in one place.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import heapq
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from icsd import __version__
+from icsd.compress import JobOutcome, Result
+from icsd.errors import EX_SOFTWARE, ImageError
+from icsd.executor import WORKER_DIED, Executor, create_executor
+from icsd.inputs import read_regular, scan_tree
+from icsd.journal import FileId, Journal
+from icsd.output import (
+    alternate_output_name,
+    move_durably,
+    output_name,
+    remove_stray_temps,
+    write_atomic,
+    write_failure,
+)
+from icsd.params import CompressParams
+from icsd.progress import Tally, image_fields, image_line
+from icsd.settings import Settings
+from icsd.watcher import Watcher
+
+__all__ = ["Service", "RunOutcome"]
+
+log = logging.getLogger("icsd")
+
+TICK_SECONDS = 0.2
+DISK_FULL_PROBE_SECONDS = 5.0
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutcome:
+    """How a run ended: the exit code for the CLI and the counts."""
+
+    exit_code: int
+    tally: Tally
+
+
+@dataclass(slots=True)
+class _Task:
+    rel: str
+    path: Path
+    output: str
+    digest: str
+    submitted: float
+
+
+class Service:
+    """Compress every image that arrives in the input folder (`watch`), or that is there (`batch`)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        mode: Literal["watch", "batch"] = "watch",
+        stop_event: threading.Event | None = None,
+        executor: Executor | None = None,
+    ) -> None:
+        self.settings = settings
+        self.params: CompressParams = settings.validate_all()
+        self.mode = mode
+        self.stop_event = stop_event or threading.Event()
+        self.input_root = settings.input_dir.resolve()
+        self.output_root = settings.output_dir.resolve()
+        self.failed_root = settings.failed_path.resolve()
+        self.archive_root = settings.archive_dir.resolve() if settings.archive_dir else None
+        self.tally = Tally()
+        self.in_flight_limit = 2 * settings.worker_count
+        self._executor = executor
+        self._events: queue.Queue[tuple] = queue.Queue()
+        self._backlog: deque[Path] = deque()
+        self._waiting: set[str] = set()  # rels in the backlog or the retry heap
+        self._in_flight: dict[str, _Task] = {}
+        self._retries: list[tuple[float, str, Path]] = []
+        self._read_failures: dict[str, int] = {}  # unreadable files have no journal row yet
+        self._held: list[tuple[_Task, Result]] = []  # results waiting for output disk space
+        self._next_disk_probe = 0.0
+        self._last_completion = time.monotonic()
+        self._scan_done = threading.Event()
+        self.on_progress: list = []  # callables(fields) — the batch progress bar hooks in here
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the run loop to stop taking files and drain (safe from a signal handler)."""
+        self.stop_event.set()
+
+    def run(self) -> RunOutcome:
+        """Run until stopped (watch) or until the folder is done (batch); returns the exit code."""
+        for folder in (self.input_root, self.output_root, self.failed_root, self.settings.state_path):
+            folder.mkdir(parents=True, exist_ok=True)
+        stray = sum(remove_stray_temps(root) for root in self._our_roots())
+        if stray:
+            log.info("removed %d temporary files left by an earlier crash", stray)
+        self.journal = Journal(self.settings.state_path.resolve() / "journal.sqlite3")
+        executor = self._executor or create_executor(
+            self.settings.executor, workers=self.settings.worker_count, scheduler=self.settings.dask_scheduler
+        )
+        watcher = self._start_discovery()
+        self._requeue_unfinished()
+        log.info(
+            "icsd %s %s: %s -> %s, %s, %d colours%s, %d %s workers",
+            __version__,
+            "watching" if self.mode == "watch" else "batch",
+            self.input_root,
+            self.output_root,
+            self.params.strategy,
+            self.params.colors,
+            ", grayscale" if self.params.grayscale else "",
+            self.settings.worker_count,
+            executor.name,
+        )
+        exit_code = 0
+        try:
+            exit_code = self._loop(executor, watcher)
+        finally:
+            if watcher is not None:
+                watcher.stop()
+            self._drain(executor)
+            self.journal.close()
+        log.info("icsd stopped: %s", self.tally.summary())
+        if self.mode == "batch" and self.tally.failed and not exit_code:
+            exit_code = 1
+        return RunOutcome(exit_code, self.tally)
+
+    # -- the coordinator loop -----------------------------------------------------------------
+
+    def _loop(self, executor: Executor, watcher: Watcher | None) -> int:
+        while not self.stop_event.is_set():
+            self._handle_events(timeout=TICK_SECONDS)
+            self._release_due_retries()
+            self._flush_held_results()
+            self._fill(executor)
+            if watcher is not None and not watcher.healthy():
+                log.error("the folder watcher stopped working; exiting so the service manager restarts icsd")
+                return EX_SOFTWARE
+            if self.mode == "batch" and self._scan_done.is_set() and self._idle():
+                return 0
+        log.info("stopping: no new files are taken; waiting up to %.0f s for %d images in progress",
+                 self.settings.drain_seconds, len(self._in_flight))
+        return 0
+
+    def _idle(self) -> bool:
+        return not (self._backlog or self._in_flight or self._retries or self._held or not self._events.empty())
+
+    def _handle_events(self, timeout: float) -> None:
+        try:
+            event = self._events.get(timeout=timeout)
+        except queue.Empty:
+            return
+        while True:
+            kind, payload = event
+            if kind == "ready":
+                self._enqueue(payload)
+            elif kind == "done":
+                task, future = payload
+                self._complete(task, future)
+            try:
+                event = self._events.get_nowait()
+            except queue.Empty:
+                return
+
+    def _fill(self, executor: Executor) -> None:
+        while self._backlog and len(self._in_flight) < self.in_flight_limit and not self._held:
+            path = self._backlog.popleft()
+            self._waiting.discard(self._rel(path))
+            self._start(executor, path)
+
+    # -- starting a job ---------------------------------------------------------------------
+
+    def _enqueue(self, path: Path) -> None:
+        rel = self._rel(path)
+        if rel in self._waiting or rel in self._in_flight:
+            return
+        self._waiting.add(rel)
+        self._backlog.append(path)
+
+    def _start(self, executor: Executor, path: Path) -> None:
+        rel = self._rel(path)
+        try:
+            data, info = read_regular(path)
+        except FileNotFoundError:
+            log.debug("%s vanished before it was read", rel)
+            return
+        except ImageError as exc:
+            log.warning("%s: %s", rel, exc.message)
+            return
+        except OSError as exc:
+            self._retry_later(rel, path, f"cannot read: {exc.strerror or exc}")
+            return
+        self._read_failures.pop(rel, None)
+        if self.journal.is_settled(rel, info.st_size, info.st_mtime_ns):
+            return
+        digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+        if not self.journal.claim(FileId(rel, info.st_size, info.st_mtime_ns, digest)):
+            return
+        output = output_name(rel)
+        owner = self.journal.output_owner(output)
+        if owner is not None and owner != rel:
+            output = alternate_output_name(rel)
+            log.warning("%s: %s already belongs to %s; writing %s", rel, output_name(rel), owner, output)
+        self.journal.reserve_output(rel, output)
+        task = _Task(rel, path, output, digest, time.monotonic())
+        try:
+            future = executor.submit(data, self.params)
+        except Exception as exc:  # an executor that cannot take work now (e.g. cluster unreachable)
+            self._retry_later(rel, path, f"executor refused the job: {exc}")
+            return
+        self._in_flight[rel] = task
+        future.add_done_callback(lambda done, task=task: self._events.put(("done", (task, done))))
+
+    # -- finishing a job ----------------------------------------------------------------------
+
+    def _complete(self, task: _Task, future: Future[JobOutcome]) -> None:
+        self._in_flight.pop(task.rel, None)
+        self._last_completion = time.monotonic()
+        try:
+            outcome = future.result()
+        except Exception as exc:  # the pool broke (worker killed) or the job was cancelled
+            log.debug("job for %s ended with %r", task.rel, exc)
+            self._retry_later(task.rel, task.path, WORKER_DIED)
+            return
+        if outcome.result is not None:
+            self._deliver(task, outcome.result)
+        elif outcome.permanent:
+            self._fail(task.rel, task.path, outcome.error or "unknown error")
+        else:
+            self._retry_later(task.rel, task.path, outcome.error or "transient error")
+
+    def _deliver(self, task: _Task, result: Result) -> None:
+        try:
+            write_atomic(self.output_root, task.output, result.data)
+        except OSError as exc:
+            if exc.errno in DISK_FULL:
+                if not self._held:
+                    log.error(
+                        "output disk full writing %s (%s): originals are kept; holding results and retrying "
+                        "every %.0f s until space returns", task.output, exc.strerror, DISK_FULL_PROBE_SECONDS,
+                    )
+                self._held.append((task, result))
+                self._next_disk_probe = time.monotonic() + DISK_FULL_PROBE_SECONDS
+            else:
+                self._retry_later(task.rel, task.path, f"cannot write output {task.output}: {exc.strerror or exc}")
+            return
+        if not self.journal.mark_done(task.rel, task.output, digest=task.digest):
+            log.info("%s changed while it was processed; the new version is processed next", task.rel)
+            return
+        self._dispose_original(task)
+        self.tally.add(result.input_bytes, result.output_bytes, result.seconds)
+        fields = image_fields(
+            task.rel,
+            size_in=result.input_size,
+            size_out=result.output_size,
+            bytes_in=result.input_bytes,
+            bytes_out=result.output_bytes,
+            colors=result.colors,
+            strategy=str(result.strategy),
+            seconds=result.seconds,
+            tally=self.tally,
+            queued=self.queued,
+        )
+        log.info(image_line(fields), extra={"fields": fields})
+        for callback in self.on_progress:
+            callback(fields)
+
+    def _flush_held_results(self) -> None:
+        if not self._held or time.monotonic() < self._next_disk_probe:
+            return
+        held, self._held = self._held, []
+        for task, result in held:
+            self._deliver(task, result)
+        if not self._held:
+            log.info("output disk has space again; resuming")
+
+    def _dispose_original(self, task: _Task) -> None:
+        policy = self.settings.on_success
+        try:
+            if policy == "delete":
+                task.path.unlink()
+            elif policy == "archive" and self.archive_root is not None:
+                move_durably(task.path, self.archive_root, task.rel)
+        except OSError as exc:
+            log.warning("%s: output is done but the original could not be %sd: %s", task.rel, policy, exc)
+
+    def _fail(self, rel: str, path: Path, error: str) -> None:
+        entry = self.journal.get(rel)
+        if entry is not None:
+            self.journal.mark_failed(rel, error)
+        self.tally.failed += 1
+        try:
+            move_durably(path, self.failed_root, rel)
+            write_failure(
+                self.failed_root,
+                rel,
+                {
+                    "file": rel,
+                    "error": error,
+                    "attempts": entry.attempts if entry else 1,
+                    "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "icsd_version": __version__,
+                },
+            )
+            where = f"moved to {self.failed_root / rel}"
+        except OSError as exc:
+            where = f"could not be moved to the failed folder ({exc.strerror or exc})"
+        log.error("FAILED %s: %s (%s)", rel, error, where, extra={"fields": {"name": rel, "error": error}})
+        for callback in self.on_progress:
+            callback({"name": rel, "error": error})
+
+    def _retry_later(self, rel: str, path: Path, error: str) -> None:
+        if self.journal.get(rel) is not None:
+            attempts = self.journal.mark_pending(rel, error)
+        else:  # failed before it was claimed (unreadable): count in memory
+            attempts = self._read_failures[rel] = self._read_failures.get(rel, 0) + 1
+        if attempts >= self.settings.max_attempts:
+            self._fail(rel, path, f"{error} (gave up after {attempts} attempts)")
+            return
+        delay = min(2.0 ** (attempts - 1), 60.0)
+        log.warning("%s: %s; retrying in %.0f s (attempt %d of %d)", rel, error, delay, attempts + 1,
+                    self.settings.max_attempts)
+        heapq.heappush(self._retries, (time.monotonic() + delay, rel, path))
+        self._waiting.add(rel)
+
+    def _release_due_retries(self) -> None:
+        now = time.monotonic()
+        while self._retries and self._retries[0][0] <= now:
+            _due, rel, path = heapq.heappop(self._retries)
+            self._waiting.discard(rel)
+            self._enqueue(path)
+
+    # -- discovery, startup and shutdown ------------------------------------------------------
+
+    def _start_discovery(self) -> Watcher | None:
+        def ready(path: Path) -> None:
+            self._events.put(("ready", path))
+
+        def skipped(path: Path, reason: str) -> None:
+            log.warning("%s: %s", path, reason)
+
+        if self.mode == "batch":
+            for path in scan_tree(self.input_root, exclude=self._our_roots(), on_skip=skipped):
+                ready(path)
+            self._scan_done.set()
+            return None
+        watcher = Watcher(
+            self.input_root,
+            ready,
+            stable_seconds=self.settings.stable_seconds,
+            rescan_seconds=self.settings.rescan_seconds,
+            polling=self.settings.polling,
+            exclude=self._our_roots(),
+            on_skip=skipped,
+        )
+        watcher.start()
+        log.info("watching %s with %s (%s)", self.input_root, watcher.mode, watcher.reason)
+        return watcher
+
+    def _requeue_unfinished(self) -> None:
+        for entry in self.journal.unfinished():
+            path = self.input_root / entry.rel
+            if path.exists():
+                self._events.put(("ready", path))
+            else:
+                self.journal.forget(entry.rel)
+
+    def _drain(self, executor: Executor) -> None:
+        """Finish what is in flight within the drain bound; abandon the rest (retried next start)."""
+        deadline = time.monotonic() + self.settings.drain_seconds
+        while self._in_flight and time.monotonic() < deadline:
+            try:
+                kind, payload = self._events.get(timeout=TICK_SECONDS)
+            except queue.Empty:
+                continue
+            if kind == "done":
+                self._complete(*payload)
+        if self._held:
+            self._next_disk_probe = 0.0
+            self._flush_held_results()
+        if self._in_flight:
+            log.warning("%d images were still in progress; they will be processed on the next start",
+                        len(self._in_flight))
+        executor.shutdown(cancel=bool(self._in_flight))
+
+    def _our_roots(self) -> list[Path]:
+        roots = [self.output_root, self.failed_root, self.settings.state_path.resolve()]
+        return roots + ([self.archive_root] if self.archive_root else [])
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    @property
+    def queued(self) -> int:
+        return len(self._backlog) + len(self._retries) + len(self._in_flight)
+
+    @property
+    def seconds_since_progress(self) -> float:
+        """How long in-flight work has gone without any job finishing (0 when idle)."""
+        return time.monotonic() - self._last_completion if self._in_flight else 0.0
+
+    def _rel(self, path: Path) -> str:
+        return path.relative_to(self.input_root).as_posix()

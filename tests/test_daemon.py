@@ -1,0 +1,123 @@
+"""The daemon end to end: a real `icsd run` subprocess, real files, real signals."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import threading
+from pathlib import Path
+
+from PIL import Image
+
+from tests.harness import sample_image, wait_until, write_image
+
+
+def test_existing_files_are_compressed_then_sigterm_exits_zero_with_summary(start_daemon, tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    write_image(tmp_path / "in" / "china.jpg")
+    write_image(tmp_path / "in" / "nested" / "flower.png", sample_image("flower.jpg"))
+    daemon = start_daemon()
+    daemon.wait_for_outputs(["china.png", "nested/flower.png"])
+    with Image.open(daemon.output / "china.png") as out:
+        assert out.mode == "P" and out.size == (128, 86)  # 640x427 / 5, last row and column kept
+        assert len(out.getcolors()) <= 16
+    assert daemon.stop(signal.SIGTERM) == 0
+    log = daemon.log()
+    assert "icsd stopped: 2 images done, 0 failed" in log
+    assert sorted(daemon.progress_names()) == ["china.jpg", "nested/flower.png"]
+    assert "-> 128x86 px" in log and "16 colours, kmeans" in log and "runtime 0:00:" in log
+    assert (tmp_path / "in" / "china.jpg").exists()  # originals kept by default
+
+
+def test_copy_slow_writer_and_rename_each_give_exactly_one_output(start_daemon, tmp_path: Path) -> None:
+    source = tmp_path / "source.jpg"
+    data = write_image(source)
+    daemon = start_daemon()
+    daemon.wait_ready()
+
+    shutil.copy(source, daemon.input / "copied.jpg")
+
+    def slow_writer() -> None:
+        with open(daemon.input / "slow.jpg", "wb") as handle:
+            for start in range(0, len(data), len(data) // 6 + 1):
+                handle.write(data[start : start + len(data) // 6 + 1])
+                handle.flush()
+                threading.Event().wait(0.1)  # a camera trickling bytes, well inside the 0.3 s quiet period
+
+    writer = threading.Thread(target=slow_writer)
+    writer.start()
+    partial = daemon.input / ".renamed.jpg.part"
+    partial.write_bytes(data)
+    os.rename(partial, daemon.input / "renamed.jpg")
+    writer.join()
+
+    daemon.wait_for_outputs(["copied.png", "renamed.png", "slow.png"])
+    assert daemon.stop() == 0
+    assert sorted(daemon.progress_names()) == ["copied.jpg", "renamed.jpg", "slow.jpg"]
+    assert "FAILED" not in daemon.log()
+
+
+def test_junk_is_ignored_and_a_corrupt_file_fails_without_stopping_the_daemon(start_daemon, tmp_path: Path) -> None:
+    daemon = start_daemon()
+    daemon.wait_ready()
+    for junk in (".DS_Store", "Thumbs.db", "notes.txt", "upload.jpg.part", "x.tmp", "backup.jpg~", ".hidden.jpg"):
+        (daemon.input / junk).write_bytes(b"junk")
+    (daemon.input / "broken.jpg").write_bytes(b"this is text, not a JPEG")
+    daemon.wait_for_log("FAILED broken.jpg")
+    write_image(daemon.input / "after.jpg")
+    daemon.wait_for_outputs(["after.png"])
+    assert daemon.failed() == ["broken.jpg", "broken.jpg.error.json"]
+    assert not (daemon.input / "broken.jpg").exists()
+    assert daemon.stop() == 0
+    assert "icsd stopped: 1 images done, 1 failed" in daemon.log()
+    for junk in ("DS_Store", "Thumbs", "notes", "upload", "x.tmp", "backup", "hidden"):
+        assert junk not in daemon.log()
+
+
+def test_two_inputs_with_one_output_name_do_not_overwrite_each_other(start_daemon, tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    write_image(tmp_path / "in" / "a.jpg")
+    daemon = start_daemon()
+    daemon.wait_for_outputs(["a.png"])
+    write_image(daemon.input / "a.png", sample_image("flower.jpg"))
+    daemon.wait_for_outputs(["a.png", "a.png.png"])
+    assert daemon.stop() == 0
+    with Image.open(daemon.output / "a.png") as first, Image.open(daemon.output / "a.png.png") as second:
+        assert first.convert("RGB").tobytes() != second.convert("RGB").tobytes()
+
+
+def test_sigint_stops_like_sigterm(start_daemon) -> None:
+    daemon = start_daemon()
+    daemon.wait_ready()
+    assert daemon.stop(signal.SIGINT) == 0
+    assert "icsd stopped: 0 images done, 0 failed" in daemon.log()
+
+
+def test_restart_does_not_process_done_files_again(start_daemon, tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    write_image(tmp_path / "in" / "once.jpg")
+    first = start_daemon()
+    first.wait_for_outputs(["once.png"])
+    assert first.stop() == 0
+    second = start_daemon()
+    second.wait_ready()
+    write_image(second.input / "twice.jpg", sample_image("flower.jpg"))
+    second.wait_for_outputs(["once.png", "twice.png"])
+    assert second.stop() == 0
+    assert second.progress_names() == ["twice.jpg"]
+
+
+def test_settings_error_exits_with_config_code_and_one_line(start_daemon) -> None:
+    daemon = start_daemon("--colors", "300")
+    assert daemon.wait() == 78
+    assert daemon.log().strip() == "icsd: error: ICSD_COLORS must be between 2 and 256, got 300"
+
+
+def test_wait_until_reports_what_it_waited_for() -> None:
+    try:
+        wait_until(lambda: False, timeout=0.1, what="the impossible")
+    except AssertionError as exc:
+        assert "the impossible" in str(exc)
+    else:
+        raise AssertionError("wait_until did not time out")

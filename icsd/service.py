@@ -22,10 +22,12 @@ from typing import Literal
 
 from icsd import __version__
 from icsd.compress import JobOutcome, Result
-from icsd.errors import EX_SOFTWARE, ImageError
+from icsd.errors import EX_SOFTWARE, IcsdError, ImageError
 from icsd.executor import WORKER_DIED, Executor, create_executor
 from icsd.inputs import read_regular, scan_tree
 from icsd.journal import FileId, Journal
+from icsd.metrics import Metrics, NullMetrics, create_metrics
+from icsd.notify import Notifier, WatchdogPinger
 from icsd.output import (
     alternate_output_name,
     move_durably,
@@ -35,7 +37,7 @@ from icsd.output import (
     write_failure,
 )
 from icsd.params import CompressParams
-from icsd.progress import Tally, image_fields, image_line
+from icsd.progress import Tally, human_duration, image_fields, image_line
 from icsd.settings import Settings
 from icsd.watcher import Watcher
 
@@ -97,6 +99,9 @@ class Service:
         self._next_disk_probe = 0.0
         self._last_completion = time.monotonic()
         self._scan_done = threading.Event()
+        self._watcher: Watcher | None = None
+        self._executor_in_use: Executor | None = None
+        self.metrics: Metrics | NullMetrics = NullMetrics()
         self.on_progress: list = []  # callables(fields) — the batch progress bar hooks in here
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -113,11 +118,17 @@ class Service:
         if stray:
             log.info("removed %d temporary files left by an earlier crash", stray)
         self.journal = Journal(self.settings.state_path.resolve() / "journal.sqlite3")
-        executor = self._executor or create_executor(
+        self.metrics = create_metrics(self.settings.metrics_port, self.settings.metrics_host)
+        self.metrics.set_runtime_source(lambda: self.tally.runtime)
+        executor = self._executor_in_use = self._executor or create_executor(
             self.settings.executor, workers=self.settings.worker_count, scheduler=self.settings.dask_scheduler
         )
-        watcher = self._start_discovery()
+        watcher = self._watcher = self._start_discovery()
         self._requeue_unfinished()
+        notifier = Notifier()
+        pinger = WatchdogPinger(notifier, healthy=self.healthy, status=self.status_text)
+        notifier.ready(self.status_text())
+        pinger.start()
         log.info(
             "icsd %s %s: %s -> %s, %s, %d colours%s, %d %s workers",
             __version__,
@@ -134,10 +145,14 @@ class Service:
         try:
             exit_code = self._loop(executor, watcher)
         finally:
+            notifier.stopping("draining images in progress")
+            pinger.stop()
             if watcher is not None:
                 watcher.stop()
             self._drain(executor)
             self.journal.close()
+            self.metrics.stop()
+            notifier.close()
         log.info("icsd stopped: %s", self.tally.summary())
         if self.mode == "batch" and self.tally.failed and not exit_code:
             exit_code = 1
@@ -151,8 +166,11 @@ class Service:
             self._release_due_retries()
             self._flush_held_results()
             self._fill(executor)
+            self.metrics.set_queue_depth(len(self._backlog) + len(self._retries))
+            self.metrics.set_in_flight(len(self._in_flight))
             if watcher is not None and not watcher.healthy():
-                log.error("the folder watcher stopped working; exiting so the service manager restarts icsd")
+                log.error("the folder watcher stopped working (%s); exiting so the service manager restarts icsd",
+                          watcher.failure())
                 return EX_SOFTWARE
             if self.mode == "batch" and self._scan_done.is_set() and self._idle():
                 return 0
@@ -236,9 +254,10 @@ class Service:
         self._last_completion = time.monotonic()
         try:
             outcome = future.result()
-        except Exception as exc:  # the pool broke (worker killed) or the job was cancelled
+        except Exception as exc:  # the pool broke (worker killed), the job was cancelled, the cluster was lost
             log.debug("job for %s ended with %r", task.rel, exc)
-            self._retry_later(task.rel, task.path, WORKER_DIED)
+            reason = exc.message if isinstance(exc, IcsdError) else WORKER_DIED
+            self._retry_later(task.rel, task.path, reason)
             return
         if outcome.result is not None:
             self._deliver(task, outcome.result)
@@ -267,6 +286,7 @@ class Service:
             return
         self._dispose_original(task)
         self.tally.add(result.input_bytes, result.output_bytes, result.seconds)
+        self.metrics.image_done(str(result.strategy), result.input_bytes, result.output_bytes, result.seconds)
         fields = image_fields(
             task.rel,
             size_in=result.input_size,
@@ -307,6 +327,7 @@ class Service:
         if entry is not None:
             self.journal.mark_failed(rel, error)
         self.tally.failed += 1
+        self.metrics.image_failed(str(self.params.strategy))
         try:
             move_durably(path, self.failed_root, rel)
             write_failure(
@@ -404,6 +425,22 @@ class Service:
     def _our_roots(self) -> list[Path]:
         roots = [self.output_root, self.failed_root, self.settings.state_path.resolve()]
         return roots + ([self.archive_root] if self.archive_root else [])
+
+    # -- health, for the systemd watchdog (called from the pinger thread) ----------------------
+
+    def healthy(self) -> bool:
+        """Watcher alive, executor usable, and in-flight work still finishing within the stall bound."""
+        watcher, executor = self._watcher, self._executor_in_use
+        if watcher is not None and not watcher.healthy():
+            return False
+        if executor is not None and not executor.healthy():
+            return False
+        return self.seconds_since_progress < self.settings.stall_seconds
+
+    def status_text(self) -> str:
+        """One line for systemd's STATUS=: what `systemctl status icsd` shows."""
+        return (f"done {self.tally.done}, failed {self.tally.failed}, queued {self.queued}, "
+                f"runtime {human_duration(self.tally.runtime)}")
 
     # -- helpers ------------------------------------------------------------------------------
 

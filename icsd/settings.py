@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     polling: bool | None = Field(None, description="force polling (true) or inotify (false) [default: auto]")
     max_attempts: int = Field(3, description="tries for an image whose failure may be transient")
     drain_seconds: float = Field(30.0, description="on SIGTERM, how long in-flight images may take to finish")
+    stall_seconds: float = Field(
+        600.0, description="no image finishing for this long while some are in progress = unhealthy (watchdog)"
+    )
     # observability
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
     log_format: Literal["text", "json"] = Field("text", description="text, or json (one object per line)")
@@ -121,6 +124,7 @@ class Settings(BaseSettings):
         _check_range("RESCAN_SECONDS", self.rescan_seconds, low=0)
         _check_range("MAX_ATTEMPTS", self.max_attempts, low=1)
         _check_range("DRAIN_SECONDS", self.drain_seconds, low=0)
+        _check_range("STALL_SECONDS", self.stall_seconds, low=0.1)
         if self.metrics_port is not None:
             _check_range("METRICS_PORT", self.metrics_port, low=0, high=65535)
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):

@@ -1,0 +1,247 @@
+"""DaskExecutor on a real LocalCluster: same bytes as in-process, survives killed workers, cleans up.
+
+Each test that owns a cluster starts it through the public constructor, so `shutdown` is what reaps it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, wait
+
+import pytest
+
+pytest.importorskip("distributed")
+
+import dask
+import psutil
+from distributed import LocalCluster
+from threadpoolctl import threadpool_limits
+
+from icsd import executor_dask
+from icsd.compress import JobOutcome, compress_job
+from icsd.errors import SettingsError, TransientError
+from icsd.executor_dask import DaskExecutor
+from icsd.params import CompressParams, Strategy
+from tests.harness import sample_image, wait_until
+
+JOB_TIMEOUT = 60.0
+# Most of a second of k-means per job on one core: long enough that a kill lands mid-task.
+SLOW = CompressParams(scale=1, colors=64, seed=3)
+
+
+def encode(name: str, fmt: str, *, crop: int | None = None) -> bytes:
+    buffer = io.BytesIO()
+    sample_image(name, crop=crop).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def in_process(data: bytes, params: CompressParams) -> JobOutcome:
+    """What the process pool runs: compress_job with one BLAS/OpenMP thread."""
+    with threadpool_limits(limits=1):
+        return compress_job(data, params)
+
+
+def comparable(outcome: JobOutcome) -> JobOutcome:
+    """Everything but the wall-clock seconds."""
+    assert outcome.result is not None, outcome.error
+    return dataclasses.replace(outcome, result=dataclasses.replace(outcome.result, seconds=0.0))
+
+
+def outcomes(futures: list[Future[JobOutcome]]) -> list[JobOutcome]:
+    _, pending = wait(futures, timeout=JOB_TIMEOUT)
+    assert not pending, f"{len(pending)} jobs never finished"
+    return [f.result() for f in futures]
+
+
+def pids_gone(pids: list[int]) -> bool:
+    def gone(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    return all(gone(pid) for pid in pids)
+
+
+@pytest.fixture(scope="module")
+def executor() -> Iterator[DaskExecutor]:
+    """One two-worker LocalCluster shared by the tests that leave it running (start-up costs ~2 s)."""
+    executor = DaskExecutor("local", workers=2)
+    try:
+        yield executor
+    finally:
+        executor.shutdown(cancel=True)
+
+
+CASES = [
+    pytest.param("china.jpg", "JPEG", 160, CompressParams(scale=2, colors=16, seed=1), id="jpeg-kmeans"),
+    pytest.param("flower.jpg", "PNG", 160, CompressParams(scale=2, colors=8, grayscale=True), id="png-gray"),
+    pytest.param("flower.jpg", "JPEG", None, CompressParams(), id="full-default"),
+    pytest.param(
+        "china.jpg", "PNG", 200,
+        CompressParams(strategy=Strategy.SKLEARN_MINIBATCH, scale=1.5, colors=32, seed=7), id="png-minibatch",
+    ),
+    pytest.param("china.jpg", "JPEG", 160, CompressParams(strategy=Strategy.SIZE_ONLY, scale=3), id="size-only"),
+]
+
+
+def test_outputs_are_byte_identical_to_in_process(executor: DaskExecutor) -> None:
+    jobs = [(encode(name, fmt, crop=crop), params) for name, fmt, crop, params in (c.values for c in CASES)]
+    futures = [executor.submit(data, params) for data, params in jobs]
+    for (data, params), outcome in zip(jobs, outcomes(futures), strict=True):
+        assert comparable(outcome) == comparable(in_process(data, params))
+    assert executor.healthy()
+
+
+def test_bad_bytes_are_a_permanent_outcome_not_an_exception(executor: DaskExecutor) -> None:
+    truncated = encode("china.jpg", "PNG", crop=64)[:200]
+    (garbage, cut) = outcomes([executor.submit(b"not an image at all", CompressParams()),
+                               executor.submit(truncated, CompressParams())])
+    for outcome in (garbage, cut):
+        assert outcome.result is None
+        assert outcome.permanent
+        assert outcome.error
+
+
+def test_killing_a_worker_mid_run_loses_nothing(executor: DaskExecutor) -> None:
+    data = encode("china.jpg", "JPEG", crop=200)
+    futures = [executor.submit(data, SLOW) for _ in range(4)]
+    pids = dict(executor.client.run(os.getpid))
+    # Kill a worker that is running one of our tasks right now (not one that is idle).
+    victim = wait_until(
+        lambda: next((w for w, keys in executor.client.processing().items() if keys), None),
+        timeout=JOB_TIMEOUT, what="a worker to start a task",
+    )
+    os.kill(pids[victim], signal.SIGKILL)
+
+    _, pending = wait(futures, timeout=JOB_TIMEOUT)
+    assert not pending, "a job hung after its worker was killed"
+    failed = [f for f in futures if f.exception() is not None]
+    # The scheduler re-ran the lost task elsewhere; anything it gave up on is an exception, not a hang.
+    retried = [executor.submit(data, SLOW) for _ in failed]
+    expected = comparable(in_process(data, SLOW))
+    results = [f.result() for f in futures if f not in failed] + outcomes(retried)
+    assert len(results) == len(futures)
+    assert all(comparable(r) == expected for r in results)
+
+    wait_until(lambda: len(executor.worker_pids()) == 2, timeout=JOB_TIMEOUT, what="the nanny to restart it")
+    assert pids[victim] not in executor.worker_pids()
+    assert executor.healthy()
+    # The restarted worker got the local-worker setup too: Ctrl-C in our terminal does not reach it.
+    assert all(executor.client.run(_ignores_sigint).values())
+
+
+def _ignores_sigint() -> bool:
+    return signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+
+
+def test_a_task_whose_workers_keep_dying_becomes_a_transient_error() -> None:
+    # allowed-failures=0: the scheduler gives up (KilledWorker) after the first death instead of the third.
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        executor = DaskExecutor("local", workers=1)
+    try:
+        future = executor.submit(encode("china.jpg", "JPEG", crop=200), SLOW)
+        (pid,) = executor.worker_pids()
+        wait_until(lambda: any(executor.client.processing().values()), timeout=JOB_TIMEOUT, what="the task")
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(TransientError, match="dying"):
+            future.result(timeout=JOB_TIMEOUT)
+    finally:
+        executor.shutdown(cancel=True)
+
+
+def test_shutdown_settles_every_job_and_reaps_the_workers() -> None:
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    executor = DaskExecutor("local", workers=2)
+    pids = executor.worker_pids()
+    spawned = {p.pid for p in psutil.Process().children(recursive=True)} - before
+    assert set(pids) <= spawned
+
+    futures = [executor.submit(encode("china.jpg", "JPEG", crop=200), SLOW) for _ in range(4)]
+    wait_until(lambda: any(executor.client.processing().values()), timeout=JOB_TIMEOUT, what="a task")
+    executor.shutdown(cancel=True)
+
+    _, pending = wait(futures, timeout=JOB_TIMEOUT)
+    assert not pending
+    for future in futures:  # each one either finished in time or tells the daemon to retry it
+        assert future.exception() is None or isinstance(future.exception(), TransientError)
+    wait_until(lambda: pids_gone(list(spawned)), timeout=30, what="worker processes to exit")
+    assert not executor.healthy()
+    with pytest.raises(TransientError):
+        executor.submit(b"", CompressParams())
+    executor.shutdown(cancel=True)  # idempotent
+
+
+def test_shutdown_without_cancel_waits_for_running_jobs() -> None:
+    executor = DaskExecutor("local", workers=1)
+    data = encode("flower.jpg", "JPEG", crop=160)
+    future = executor.submit(data, CompressParams(scale=2))
+    executor.shutdown(cancel=False)
+    assert future.done()
+    assert comparable(future.result()) == comparable(in_process(data, CompressParams(scale=2)))
+
+
+def test_unreachable_scheduler_is_a_settings_error() -> None:
+    started = time.monotonic()
+    with pytest.raises(SettingsError, match=r"ICSD_DASK_SCHEDULER=tcp://127\.0\.0\.1:1: cannot reach") as info:
+        DaskExecutor("tcp://127.0.0.1:1", workers=2, connect_timeout=1.0)
+    assert "dask scheduler" in str(info.value)
+    assert time.monotonic() - started < 15
+
+
+def test_a_lost_remote_scheduler_fails_jobs_and_is_reconnected_later(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(executor_dask, "RECONNECT_PAUSE", 3.0)
+    port = _free_port()
+    cluster = _thread_cluster(port)  # stands in for `dask scheduler` + `dask worker` on another machine
+    executor = DaskExecutor(cluster.scheduler_address, workers=2, connect_timeout=1.0)
+    data = encode("china.jpg", "JPEG", crop=200)
+    try:
+        assert executor.healthy()
+        running = executor.submit(data, SLOW)
+        wait_until(lambda: any(executor.client.processing().values()), timeout=JOB_TIMEOUT, what="the task")
+        cluster.close()
+        with pytest.raises(TransientError, match="cancelled"):
+            running.result(timeout=JOB_TIMEOUT)
+        wait_until(lambda: executor.client.status == "closed", timeout=JOB_TIMEOUT, what="Dask to give up")
+        assert not executor.healthy()
+
+        with pytest.raises(TransientError, match="unreachable"):
+            executor.submit(data, CompressParams())  # one real attempt, refused at once
+        started = time.monotonic()
+        with pytest.raises(TransientError, match="try again shortly"):
+            executor.submit(data, CompressParams())  # then fail fast, not a blocking connect per image
+        assert time.monotonic() - started < 0.5
+
+        cluster = _thread_cluster(port)  # the scheduler is back
+        future = wait_until(lambda: _submit_or_none(executor, data), timeout=JOB_TIMEOUT, what="a reconnect")
+        assert future.result(timeout=JOB_TIMEOUT).result is not None
+        assert executor.healthy()
+    finally:
+        executor.shutdown(cancel=True)
+        cluster.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _thread_cluster(port: int) -> LocalCluster:
+    return LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, protocol="tcp://",
+        host="127.0.0.1", scheduler_port=port, dashboard_address="127.0.0.1:0",
+    )
+
+
+def _submit_or_none(executor: DaskExecutor, data: bytes) -> Future[JobOutcome] | None:
+    try:
+        return executor.submit(data, CompressParams())
+    except TransientError:
+        return None

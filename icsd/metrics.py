@@ -172,7 +172,8 @@ def create_metrics(port: int | None, host: str = "127.0.0.1") -> Metrics | NullM
     if port is None:
         return NullMetrics()
     metrics = Metrics()
-    metrics.start(port, host)
+    bound = metrics.start(port, host)
+    logging.getLogger("icsd").info("serving Prometheus metrics on http://%s:%d/metrics", host, bound)
     return metrics
 
 

@@ -96,8 +96,14 @@ class Notifier:
         with self._lock:
             try:
                 if self._sock is None:
-                    self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                    # Non-blocking: if the manager is not reading, drop the message rather than hang
+                    # the daemon (a blocked STOPPING=1 would stall shutdown).
+                    self._sock = socket.socket(
+                        socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+                    )
                 self._sock.sendto(data, self._address)
+            except BlockingIOError:
+                return False  # receiver's queue is full; the next ping or status will try again
             except OSError as exc:
                 if self._sock is not None:
                     self._sock.close()

@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -210,3 +211,20 @@ def test_pinger_status_only_without_watchdog(receiver):
     assert pinger.tick() is False  # no watchdog requested: status only
     assert receiver.wait_for(lambda m: len(m) == 1) == ["STATUS=idle"]
     notifier.close()
+
+
+def test_a_manager_that_stops_reading_never_blocks_the_sender(tmp_path: Path) -> None:
+    """A full receive queue drops messages; it must not hang the daemon (e.g. STOPPING=1 at shutdown)."""
+    path = tmp_path / "full.sock"
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(str(path))
+    try:
+        notifier = Notifier({"NOTIFY_SOCKET": str(path)})
+        results = [notifier.status("x" * 1000) for _ in range(2000)]  # far more than the queue holds
+        assert results[0] is True and results[-1] is False
+        assert notifier.stopping() is False  # returns at once instead of blocking
+        receiver.recv(4096)
+        assert notifier.ready() is True  # room again: sending works without reopening anything
+        notifier.close()
+    finally:
+        receiver.close()

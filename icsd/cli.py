@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from icsd import __version__
-from icsd.errors import IcsdError, SettingsError
+from icsd.errors import IcsdError, InputError, SettingsError
 
 __all__ = ["main", "build_parser"]
 
@@ -26,6 +26,8 @@ log = logging.getLogger("icsd")
 # `icsd compress` takes the compression flags only; the daemon's flags make no sense for one file.
 COMPRESS_FLAGS = ("strategy", "colors", "bits", "grayscale", "scale", "resample", "max_size", "size", "seed",
                   "max_pixels")
+# Flags that are alternatives to each other: one colour count, one size rule.
+EXCLUSIVE_FLAGS = (("colors", "bits"), ("scale", "max_size", "size"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -53,22 +55,35 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"icsd {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", help="watch the input folder and compress every image that arrives")
+    # Explicit usage lines: Python 3.11's wrapped auto-usage fails on mutually exclusive groups.
+    run = commands.add_parser(
+        "run", help="watch the input folder and compress every image that arrives", usage="icsd run [SETTINGS]"
+    )
     _add_setting_flags(run, Settings, names=None)
     run.set_defaults(handler=_cmd_run)
 
-    batch = commands.add_parser("batch", help="compress what is in a folder, then exit (non-zero if any failed)")
+    batch = commands.add_parser(
+        "batch", help="compress what is in a folder, then exit (non-zero if any failed)",
+        usage="icsd batch [FOLDER] [SETTINGS]",
+    )
     batch.add_argument("folder", nargs="?", type=Path, help="input folder [default: ICSD_INPUT_DIR]")
     _add_setting_flags(batch, Settings, names=None)
     batch.set_defaults(handler=_cmd_batch)
 
-    one = commands.add_parser("compress", help="compress one file and print size before/after")
+    one = commands.add_parser(
+        "compress", help="compress one file and print size before/after",
+        usage="icsd compress FILE [-o OUT] [--strategy S] [--colors K | --bits B] [--grayscale] "
+        "[--scale F | --max-size WxH | --size WxH] [...]",
+    )
     one.add_argument("file", type=Path, help="image to compress")
     one.add_argument("-o", "--output", type=Path, help="output PNG [default: FILE with .png beside it]")
     _add_setting_flags(one, Settings, names=COMPRESS_FLAGS)
     one.set_defaults(handler=_cmd_compress)
 
-    status = commands.add_parser("status", help="print journal counts by state and the last failures")
+    status = commands.add_parser(
+        "status", help="print journal counts by state and the last failures",
+        usage="icsd status [--output-dir DIR] [--state-dir DIR] [--failures N]",
+    )
     _add_setting_flags(status, Settings, names=("output_dir", "state_dir"))
     status.add_argument("--failures", type=int, default=10, help="how many recent failures to list")
     status.set_defaults(handler=_cmd_status)
@@ -123,7 +138,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     try:
         data = source.read_bytes()
     except OSError as exc:
-        raise SettingsError(f"cannot read {source}: {exc.strerror or exc}") from None
+        raise InputError(f"cannot read {source}: {exc.strerror or exc}") from None
     target: Path = args.output or source.with_suffix(".png")
     if target.resolve() == source.resolve():
         target = source.with_name(f"{source.stem}.icsd.png")
@@ -188,9 +203,14 @@ def _settings_from(args: argparse.Namespace, *, validate: bool = True) -> typing
 
 def _add_setting_flags(parser: argparse.ArgumentParser, model: typing.Any, names: Sequence[str] | None) -> None:
     group = parser.add_argument_group("settings (each also ICSD_<NAME> in the environment or .env)")
+    exclusive: dict[str, argparse._MutuallyExclusiveGroup] = {}
     for name, field in model.model_fields.items():
         if names is not None and name not in names:
             continue
+        alternatives = next((alt for alt in EXCLUSIVE_FLAGS if name in alt), None)
+        target = group
+        if alternatives is not None:
+            target = exclusive.setdefault(alternatives[0], group.add_mutually_exclusive_group())
         flag = "--" + name.replace("_", "-")
         env = f"ICSD_{name.upper()}"
         default = field.default
@@ -198,9 +218,9 @@ def _add_setting_flags(parser: argparse.ArgumentParser, model: typing.Any, names
         help_text = f"{field.description}{shown} (env {env})"
         kind, choices = _flag_type(field.annotation)
         if kind is bool:
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            target.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
-            group.add_argument(flag, type=kind, choices=choices, default=None, metavar=name.upper(), help=help_text)
+            target.add_argument(flag, type=kind, choices=choices, default=None, metavar=name.upper(), help=help_text)
 
 
 def _flag_type(annotation: typing.Any) -> tuple[typing.Any, list[str] | None]:

@@ -19,11 +19,14 @@ __all__ = [
     "ImageTooLargeError",
     "SettingsError",
     "TransientError",
+    "InputError",
+    "EX_NOINPUT",
 ]
 
 # BSD sysexits.h values: systemd and shell scripts understand them.
 EX_USAGE = 64
 EX_DATAERR = 65
+EX_NOINPUT = 66
 EX_SOFTWARE = 70
 EX_TEMPFAIL = 75
 EX_CONFIG = 78
@@ -58,6 +61,12 @@ class DecodeError(ImageError):
 
 class ImageTooLargeError(ImageError):
     """The image exceeds the pixel or dimension limits (decompression-bomb guard)."""
+
+
+class InputError(IcsdError):
+    """A file named on the command line cannot be read."""
+
+    exit_code = EX_NOINPUT
 
 
 class TransientError(IcsdError):

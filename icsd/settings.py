@@ -53,9 +53,9 @@ class Settings(BaseSettings):
     bits: int | None = Field(None, description="colours as bits, 1-8 (colours = 2^bits); not with COLORS")
     grayscale: bool = Field(False, description="quantize luminance and write grayscale images")
     scale: float = Field(5.0, description="downsampling factor per side (>= 1)")
-    resample: str = Field("box", description="downsampling filter: box (area average), lanczos, stride (skip)")
     max_size: str | None = Field(None, description="fit within WIDTHxHEIGHT instead of SCALE (never upsamples)")
     size: str | None = Field(None, description="exact WIDTHxHEIGHT output: scale to cover, centre-crop")
+    resample: str = Field("box", description="downsampling filter: box (area average), lanczos, stride (skip)")
     seed: int = Field(0, description="random seed for k-means (same seed, same output)")
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, description="refuse images with more pixels (decompression bombs)")
     # daemon
@@ -129,6 +129,8 @@ class Settings(BaseSettings):
             _check_range("METRICS_PORT", self.metrics_port, low=0, high=65535)
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise SettingsError(f"ICSD_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, got {self.log_level!r}")
+        if self.max_size and self.size:
+            raise SettingsError("set ICSD_MAX_SIZE (fit within) or ICSD_SIZE (exact size), not both")
         if self.on_success == "archive" and self.archive_dir is None:
             raise SettingsError("ICSD_ON_SUCCESS=archive needs ICSD_ARCHIVE_DIR (where originals are moved)")
         self._check_folders()

@@ -1,0 +1,110 @@
+"""The command line as a user runs it: real subprocesses, real files, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from icsd.settings import Settings
+from tests.harness import clean_env, sample_image, write_image
+
+
+def icsd(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "icsd", *args], cwd=cwd, env=clean_env(), capture_output=True, text=True,
+        timeout=120, stdin=subprocess.DEVNULL,
+    )
+
+
+def test_compress_prints_size_before_after_and_reduction(tmp_path: Path) -> None:
+    source = tmp_path / "china.jpg"
+    size_in = len(write_image(source))
+    done = icsd("compress", str(source), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "china.png"
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"{source} -> {out}"
+    assert lines[1].startswith("size before: ") and "(640x427 px)" in lines[1]
+    assert lines[2].startswith("size after:  ") and "(128x86 px, 16 colours, kmeans)" in lines[2]
+    reduction = float(lines[3].removeprefix("reduction:").strip().rstrip("%"))
+    assert reduction == pytest.approx(100 * (size_in - out.stat().st_size) / size_in, abs=0.06)
+    with Image.open(out) as image:
+        assert image.mode == "P" and image.size == (128, 86)
+
+
+def test_compress_options_bits_grayscale_exact_size(tmp_path: Path) -> None:
+    source = tmp_path / "flower.png"
+    write_image(source, sample_image("flower.jpg"))
+    target = tmp_path / "sub" / "small.png"
+    target.parent.mkdir()
+    done = icsd("compress", str(source), "-o", str(target), "--bits", "2", "--grayscale", "--size", "224x224",
+                "--strategy", "FKM", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "(224x224 px, 4 colours, sklearn-kmeans)" in done.stdout
+    with Image.open(target) as image:
+        assert image.size == (224, 224)
+        colours = image.convert("RGB").getcolors()
+        assert len(colours) <= 4 and all(r == g == b for _, (r, g, b) in colours)
+    assert (tmp_path / "flower.png").read_bytes()  # a .png input is never overwritten by its own output
+
+
+def test_compress_never_overwrites_a_png_input(tmp_path: Path) -> None:
+    source = tmp_path / "photo.png"
+    original = write_image(source)
+    done = icsd("compress", str(source), "--strategy", "so", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert source.read_bytes() == original
+    assert (tmp_path / "photo.icsd.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["compress", "missing.jpg"], 66, "icsd: error: cannot read missing.jpg: No such file or directory"),
+        (["compress", "text.jpg"], 65, "icsd: error: text.jpg: "),
+        (["compress", "text.jpg", "--colors", "1"], 78, "icsd: error: ICSD_COLORS must be between 2 and 256, got 1"),
+        (["compress", "text.jpg", "--colors", "4", "--bits", "2"], 2, "argument --bits: not allowed with argument"),
+        (["compress", "text.jpg", "--scale", "2", "--size", "9x9"], 2, "argument --size: not allowed with argument"),
+        (["run", "--strategy", "median"], 78, "icsd: error: ICSD_STRATEGY: unknown strategy 'median'"),
+    ],
+)
+def test_errors_are_one_line_with_an_exit_code(tmp_path: Path, args: list[str], code: int, message: str) -> None:
+    (tmp_path / "text.jpg").write_text("not an image")
+    done = icsd(*args, cwd=tmp_path)
+    assert done.returncode == code
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    if code != 2:  # argparse prints usage + error; ours is exactly one line
+        assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_batch_processes_a_folder_and_fails_when_an_image_fails(tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    write_image(folder / "a.jpg", sample_image(crop=150))
+    write_image(folder / "deep" / "b.png", sample_image("flower.jpg", crop=150))
+    done = icsd("batch", str(folder), "--output-dir", str(tmp_path / "out"), "--workers", "2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "icsd stopped: 2 images done, 0 failed" in done.stderr and "runtime 0:00:" in done.stderr
+    assert (tmp_path / "out" / "a.png").exists() and (tmp_path / "out" / "deep" / "b.png").exists()
+
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    again = icsd("batch", str(folder), "--output-dir", str(tmp_path / "out"), "--workers", "2", cwd=tmp_path)
+    assert again.returncode == 1
+    assert "icsd stopped: 0 images done, 1 failed" in again.stderr  # a and b were done already
+    assert "FAILED broken.png" in again.stderr
+
+
+def test_help_lists_every_setting_as_a_flag(tmp_path: Path) -> None:
+    for command in ("run", "batch"):
+        done = icsd(command, "--help", cwd=tmp_path)
+        assert done.returncode == 0
+        for name in Settings.model_fields:
+            assert f"--{name.replace('_', '-')}" in done.stdout, (command, name)
+            assert f"ICSD_{name.upper()}" in done.stdout, (command, name)
+    top = icsd("--help", cwd=tmp_path)
+    for command in ("run", "batch", "compress", "status"):
+        assert command in top.stdout

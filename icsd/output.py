@@ -13,7 +13,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 __all__ = [
     "TEMP_PREFIX",
@@ -53,20 +55,7 @@ def safe_join(root: Path, rel: str) -> Path:
 def write_atomic(root: Path, rel: str, data: bytes) -> Path:
     """Write root/rel atomically and durably; on any error nothing is left behind."""
     target = safe_join(root, rel)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, 0o644 & ~_UMASK)
-        os.replace(temp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
-    _fsync_dir(target.parent)
+    _install(target, lambda handle: handle.write(data))
     return target
 
 
@@ -79,19 +68,12 @@ def move_durably(source: Path, root: Path, rel: str) -> Path:
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
-        fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle, open(source, "rb") as original:
+
+        def copy(handle: BinaryIO) -> None:
+            with open(source, "rb") as original:
                 shutil.copyfileobj(original, handle, 1 << 20)
-                handle.flush()
-                os.fsync(handle.fileno())
-            shutil.copystat(source, temp)
-            os.replace(temp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-            raise
-        _fsync_dir(target.parent)
+
+        _install(target, copy, like=source)
         os.unlink(source)
     else:
         _fsync_dir(target.parent)
@@ -117,6 +99,30 @@ def remove_stray_temps(root: Path) -> int:
                     os.unlink(os.path.join(folder, name))
                     removed += 1
     return removed
+
+
+def _install(target: Path, fill: Callable[[BinaryIO], object], *, like: Path | None = None) -> None:
+    """Fill a temporary file beside `target`, fsync it, rename it over `target`, fsync the folder.
+
+    `like`: copy that file's mode and times (a moved original keeps them); otherwise 0644 less umask.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            fill(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if like is not None:
+            shutil.copystat(like, temp)
+        else:
+            os.chmod(temp, 0o644 & ~_UMASK)
+        os.replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    _fsync_dir(target.parent)
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -7,11 +7,14 @@ durable -> journal done -> original disposed" in one place.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import heapq
 import logging
+import os
 import queue
+import stat
 import threading
 import time
 from collections import deque
@@ -22,7 +25,7 @@ from typing import Literal
 
 from icsd import __version__
 from icsd.compress import JobOutcome, Result
-from icsd.errors import EX_SOFTWARE, IcsdError, ImageError
+from icsd.errors import EX_SOFTWARE, IcsdError, ImageError, TransientError
 from icsd.executor import WORKER_DIED, Executor, create_executor
 from icsd.inputs import read_regular, scan_tree
 from icsd.journal import FileId, Journal
@@ -46,7 +49,7 @@ __all__ = ["Service", "RunOutcome"]
 log = logging.getLogger("icsd")
 
 TICK_SECONDS = 0.2
-DISK_FULL_PROBE_SECONDS = 5.0
+DISK_FULL_PROBE_SECONDS = 5.0  # how often held results are retried while output/journal storage is full
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -65,6 +68,50 @@ class _Task:
     output: str
     digest: str
     submitted: float
+    identity: tuple[int, int, int]  # (size, mtime_ns, inode) of the version that was read
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int]:
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+class _StorageFull(Exception):
+    """An output could not be written for lack of space: hold the result, do not count an attempt."""
+
+
+class _StorageGate:
+    """Whether results can be saved now (output folder and journal writable), logged once per episode.
+
+    A full disk is the operator's problem, not the image's: work is held, not failed, and one ERROR line
+    says so; one INFO line says when saving works again. In between, a probe every `probe_seconds`.
+    """
+
+    def __init__(self, probe_seconds: float) -> None:
+        self.probe_seconds = probe_seconds
+        self.error: str | None = None
+        self._next_probe = 0.0
+
+    def blocked(self) -> bool:
+        """True while storage is known to be full and the next probe is not due."""
+        return self.error is not None and time.monotonic() < self._next_probe
+
+    def failed(self, reason: str) -> None:
+        if self.error is None:
+            log.error("cannot save results now: %s. Originals are kept; no new images are taken and finished "
+                      "ones are held; retrying every %.0f s until space returns", reason, self.probe_seconds)
+        else:
+            log.debug("still cannot save results (%s); next try in %.0f s", reason, self.probe_seconds)
+        self.error = reason
+        self._next_probe = time.monotonic() + self.probe_seconds
+
+    def probe_now(self) -> None:
+        """Make the next check try storage at once (the last chance before shutdown)."""
+        self._next_probe = 0.0
+
+    def recovered(self) -> None:
+        if self.error is not None:
+            log.info("results can be saved again; resuming")
+        self.error = None
 
 
 class Service:
@@ -93,10 +140,11 @@ class Service:
         self._backlog: deque[Path] = deque()
         self._waiting: set[str] = set()  # rels in the backlog or the retry heap
         self._in_flight: dict[str, _Task] = {}
+        self._recheck: dict[str, Path] = {}  # rels that changed while in flight or held: looked at again after
         self._retries: list[tuple[float, str, Path]] = []
         self._read_failures: dict[str, int] = {}  # unreadable files have no journal row yet
-        self._held: list[tuple[_Task, Result]] = []  # results waiting for output disk space
-        self._next_disk_probe = 0.0
+        self._held: list[tuple[_Task, Future[JobOutcome]]] = []  # finished jobs waiting for disk space
+        self._storage = _StorageGate(DISK_FULL_PROBE_SECONDS)
         self._last_completion = time.monotonic()
         self._scan_done = threading.Event()
         self._watcher: Watcher | None = None
@@ -191,30 +239,42 @@ class Service:
             if kind == "ready":
                 self._enqueue(payload)
             elif kind == "done":
-                task, future = payload
-                self._complete(task, future)
+                self._finish(*payload)
             try:
                 event = self._events.get_nowait()
             except queue.Empty:
                 return
 
     def _fill(self, executor: Executor) -> None:
-        while self._backlog and len(self._in_flight) < self.in_flight_limit and not self._held:
+        while self._backlog and len(self._in_flight) < self.in_flight_limit:
+            if self._held or self._storage.blocked():
+                return
             path = self._backlog.popleft()
-            self._waiting.discard(self._rel(path))
-            self._start(executor, path)
+            rel = self._rel(path)
+            self._waiting.discard(rel)
+            try:
+                self._start(executor, path)
+            except TransientError as exc:  # the journal cannot be written (disk full, locked): try again later
+                self._backlog.appendleft(path)
+                self._waiting.add(rel)
+                self._storage.failed(exc.message)
 
     # -- starting a job ---------------------------------------------------------------------
 
     def _enqueue(self, path: Path) -> None:
         rel = self._rel(path)
-        if rel in self._waiting or rel in self._in_flight:
+        if rel in self._in_flight or any(task.rel == rel for task, _future in self._held):
+            self._recheck[rel] = path  # a new version arrived while the old one is being handled
+            return
+        if rel in self._waiting:
             return
         self._waiting.add(rel)
         self._backlog.append(path)
 
     def _start(self, executor: Executor, path: Path) -> None:
         rel = self._rel(path)
+        if self._settled_by_metadata(rel, path):
+            return
         try:
             data, info = read_regular(path)
         except FileNotFoundError:
@@ -238,7 +298,7 @@ class Service:
             output = alternate_output_name(rel)
             log.warning("%s: %s already belongs to %s; writing %s", rel, output_name(rel), owner, output)
         self.journal.reserve_output(rel, output)
-        task = _Task(rel, path, output, digest, time.monotonic())
+        task = _Task(rel, path, output, digest, time.monotonic(), _identity(info))
         try:
             future = executor.submit(data, self.params)
         except Exception as exc:  # an executor that cannot take work now (e.g. cluster unreachable)
@@ -247,9 +307,39 @@ class Service:
         self._in_flight[rel] = task
         future.add_done_callback(lambda done, task=task: self._events.put(("done", (task, done))))
 
+    def _settled_by_metadata(self, rel: str, path: Path) -> bool:
+        """Finished already (same size and mtime)? Decided before reading, so a restart with ON_SUCCESS=keep
+        does not reread every original, and an unreadable finished file is not retried (and redone)."""
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return False  # the read reports it
+        return stat.S_ISREG(st.st_mode) and self.journal.is_settled(rel, st.st_size, st.st_mtime_ns)
+
     # -- finishing a job ----------------------------------------------------------------------
 
+    def _finish(self, task: _Task, future: Future[JobOutcome]) -> None:
+        """Save a finished job's outcome, or hold it if storage is full (then nothing about it changed)."""
+        if self._storage.blocked():
+            self._in_flight.pop(task.rel, None)
+            self._held.append((task, future))
+            return
+        try:
+            self._complete(task, future)
+        except (_StorageFull, TransientError) as exc:
+            self._held.append((task, future))
+            self._storage.failed(str(exc) if isinstance(exc, _StorageFull) else exc.message)
+            return
+        self._look_again(task.rel)
+
+    def _look_again(self, rel: str) -> None:
+        """A version that arrived while `rel` was busy is enqueued now (the journal skips it if unchanged)."""
+        path = self._recheck.pop(rel, None)
+        if path is not None:
+            self._enqueue(path)
+
     def _complete(self, task: _Task, future: Future[JobOutcome]) -> None:
+        """Record the outcome; idempotent, so a held job can run through here again after a disk-full."""
         self._in_flight.pop(task.rel, None)
         self._last_completion = time.monotonic()
         try:
@@ -257,33 +347,32 @@ class Service:
         except Exception as exc:  # the pool broke (worker killed), the job was cancelled, the cluster was lost
             log.debug("job for %s ended with %r", task.rel, exc)
             reason = exc.message if isinstance(exc, IcsdError) else WORKER_DIED
-            self._retry_later(task.rel, task.path, reason)
+            self._retry_later(task.rel, task.path, reason, identity=task.identity)
             return
         if outcome.result is not None:
             self._deliver(task, outcome.result)
         elif outcome.permanent:
-            self._fail(task.rel, task.path, outcome.error or "unknown error")
+            self._fail(task.rel, task.path, outcome.error or "unknown error", identity=task.identity)
         else:
-            self._retry_later(task.rel, task.path, outcome.error or "transient error")
+            self._retry_later(task.rel, task.path, outcome.error or "transient error", identity=task.identity)
 
     def _deliver(self, task: _Task, result: Result) -> None:
         try:
             write_atomic(self.output_root, task.output, result.data)
+        except ValueError as exc:  # the output folder holds a link leading out of it: never write there
+            self._fail(task.rel, task.path, f"unsafe output path: {exc}", identity=task.identity)
+            return
         except OSError as exc:
             if exc.errno in DISK_FULL:
-                if not self._held:
-                    log.error(
-                        "output disk full writing %s (%s): originals are kept; holding results and retrying "
-                        "every %.0f s until space returns", task.output, exc.strerror, DISK_FULL_PROBE_SECONDS,
-                    )
-                self._held.append((task, result))
-                self._next_disk_probe = time.monotonic() + DISK_FULL_PROBE_SECONDS
-            else:
-                self._retry_later(task.rel, task.path, f"cannot write output {task.output}: {exc.strerror or exc}")
+                raise _StorageFull(f"output disk full writing {task.output} ({exc.strerror})") from exc
+            self._retry_later(task.rel, task.path, f"cannot write output {task.output}: {exc.strerror or exc}",
+                              identity=task.identity)
             return
         if not self.journal.mark_done(task.rel, task.output, digest=task.digest):
             log.info("%s changed while it was processed; the new version is processed next", task.rel)
             return
+        if not self._held:
+            self._storage.recovered()
         self._dispose_original(task)
         self.tally.add(result.input_bytes, result.output_bytes, result.seconds)
         self.metrics.image_done(str(result.strategy), result.input_bytes, result.output_bytes, result.seconds)
@@ -304,30 +393,49 @@ class Service:
             callback(fields)
 
     def _flush_held_results(self) -> None:
-        if not self._held or time.monotonic() < self._next_disk_probe:
+        """When a probe is due, save held outcomes in order; the first that still does not fit stops the round."""
+        if not self._held or self._storage.blocked():
             return
-        held, self._held = self._held, []
-        for task, result in held:
-            self._deliver(task, result)
-        if not self._held:
-            log.info("output disk has space again; resuming")
+        while self._held:
+            task, future = self._held[0]
+            try:
+                self._complete(task, future)
+            except (_StorageFull, TransientError) as exc:
+                self._storage.failed(str(exc) if isinstance(exc, _StorageFull) else exc.message)
+                return
+            self._held.pop(0)
+            self._look_again(task.rel)
+        self._storage.recovered()
 
     def _dispose_original(self, task: _Task) -> None:
         policy = self.settings.on_success
+        if policy == "keep" or self._replaced(task.rel, task.path, task.identity):
+            return
         try:
             if policy == "delete":
                 task.path.unlink()
             elif policy == "archive" and self.archive_root is not None:
                 move_durably(task.path, self.archive_root, task.rel)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             log.warning("%s: output is done but the original could not be %sd: %s", task.rel, policy, exc)
 
-    def _fail(self, rel: str, path: Path, error: str) -> None:
+    def _fail(self, rel: str, path: Path, error: str, *, identity: tuple[int, int, int] | None = None) -> None:
+        """Record a permanent failure and set the original aside (only the version that failed)."""
         entry = self.journal.get(rel)
         if entry is not None:
             self.journal.mark_failed(rel, error)
         self.tally.failed += 1
         self.metrics.image_failed(str(self.params.strategy))
+        if identity is not None and self._replaced(rel, path, identity):
+            where = "the file was replaced meanwhile; the new version is processed next"
+        else:
+            where = self._set_aside(rel, path, error, attempts=entry.attempts if entry else 1)
+        log.error("FAILED %s: %s (%s)", rel, error, where, extra={"fields": {"name": rel, "error": error}})
+        for callback in self.on_progress:
+            callback({"name": rel, "error": error})
+
+    def _set_aside(self, rel: str, path: Path, error: str, *, attempts: int) -> str:
+        """Move a failed original to the failed folder with its NAME.error.json; says where it went."""
         try:
             move_durably(path, self.failed_root, rel)
             write_failure(
@@ -336,25 +444,22 @@ class Service:
                 {
                     "file": rel,
                     "error": error,
-                    "attempts": entry.attempts if entry else 1,
+                    "attempts": attempts,
                     "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                     "icsd_version": __version__,
                 },
             )
-            where = f"moved to {self.failed_root / rel}"
-        except OSError as exc:
-            where = f"could not be moved to the failed folder ({exc.strerror or exc})"
-        log.error("FAILED %s: %s (%s)", rel, error, where, extra={"fields": {"name": rel, "error": error}})
-        for callback in self.on_progress:
-            callback({"name": rel, "error": error})
+        except (OSError, ValueError) as exc:  # ValueError: a link in the failed folder leading out of it
+            return f"could not be moved to the failed folder ({getattr(exc, 'strerror', None) or exc})"
+        return f"moved to {self.failed_root / rel}"
 
-    def _retry_later(self, rel: str, path: Path, error: str) -> None:
+    def _retry_later(self, rel: str, path: Path, error: str, *, identity: tuple[int, int, int] | None = None) -> None:
         if self.journal.get(rel) is not None:
             attempts = self.journal.mark_pending(rel, error)
         else:  # failed before it was claimed (unreadable): count in memory
             attempts = self._read_failures[rel] = self._read_failures.get(rel, 0) + 1
         if attempts >= self.settings.max_attempts:
-            self._fail(rel, path, f"{error} (gave up after {attempts} attempts)")
+            self._fail(rel, path, f"{error} (gave up after {attempts} attempts)", identity=identity)
             return
         delay = min(2.0 ** (attempts - 1), 60.0)
         log.warning("%s: %s; retrying in %.0f s (attempt %d of %d)", rel, error, delay, attempts + 1,
@@ -402,7 +507,8 @@ class Service:
             if path.exists():
                 self._events.put(("ready", path))
             else:
-                self.journal.forget(entry.rel)
+                with contextlib.suppress(TransientError):  # a stale row is harmless; dropped on a later start
+                    self.journal.forget(entry.rel)
 
     def _drain(self, executor: Executor) -> None:
         """Finish what is in flight within the drain bound; abandon the rest (retried next start)."""
@@ -413,10 +519,12 @@ class Service:
             except queue.Empty:
                 continue
             if kind == "done":
-                self._complete(*payload)
+                self._finish(*payload)
+        self._storage.probe_now()
+        self._flush_held_results()
         if self._held:
-            self._next_disk_probe = 0.0
-            self._flush_held_results()
+            log.warning("%d finished images could not be saved (%s); they will be processed again on the next start",
+                        len(self._held), self._storage.error)
         if self._in_flight:
             log.warning("%d images were still in progress; they will be processed on the next start",
                         len(self._in_flight))
@@ -455,3 +563,19 @@ class Service:
 
     def _rel(self, path: Path) -> str:
         return path.relative_to(self.input_root).as_posix()
+
+    def _replaced(self, rel: str, path: Path, identity: tuple[int, int, int]) -> bool:
+        """Is another version at `path` than the one read? Then it must not be deleted, archived or failed.
+
+        The new version is enqueued (also if the watcher reported it while the old one was in flight).
+        """
+        try:
+            current = _identity(os.lstat(path))
+        except FileNotFoundError:
+            return False
+        if current == identity:
+            return False
+        log.info("%s was replaced while it was processed; the new version is kept and processed next", rel)
+        self._recheck.pop(rel, None)
+        self._enqueue(path)
+        return True

@@ -5,20 +5,33 @@ Tests never sleep to synchronize: they poll a condition with a deadline (`wait_u
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-__all__ = ["Daemon", "wait_until", "sample_image", "write_image", "clean_env"]
+__all__ = [
+    "Daemon",
+    "clean_env",
+    "descendants",
+    "journal_states",
+    "sample_image",
+    "temp_files",
+    "vm_hwm_kib",
+    "wait_until",
+    "write_image",
+]
 
 PROGRESS = re.compile(r"INFO\s+icsd: (?P<name>.+?): \d+x\d+ -> \d+x\d+ px")
 
@@ -65,24 +78,42 @@ def write_image(path: Path, image: Image.Image | None = None, *, fmt: str | None
 class Daemon:
     """`icsd run` in a subprocess with input `root/in` and output `root/out`."""
 
-    def __init__(self, root: Path, *args: str, env: dict[str, str] | None = None, workers: int = 2) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        workers: int = 2,
+        prefix: Sequence[str] = (),
+        **popen: Any,
+    ) -> None:
+        """`prefix`: a wrapper that execs the daemon (e.g. setpriv); `popen`: extra Popen arguments."""
         self.root = root
         self.input = root / "in"
         self.output = root / "out"
         self.input.mkdir(parents=True, exist_ok=True)
         self.log_path = root / f"daemon-{time.monotonic_ns()}.log"
         command = [
-            sys.executable, "-m", "icsd", "run",
+            *prefix, sys.executable, "-m", "icsd", "run",
             "--input-dir", str(self.input), "--output-dir", str(self.output),
             "--stable-seconds", "0.3", "--workers", str(workers), *args,
         ]
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             command, cwd=root, env=env or clean_env(), stdin=subprocess.DEVNULL, stdout=self._log,
-            stderr=subprocess.STDOUT,
+            stderr=subprocess.STDOUT, **popen,
         )
 
     # -- observing -------------------------------------------------------------------------------
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def journal_path(self) -> Path:
+        """Where the daemon keeps its journal with the default ICSD_STATE_DIR."""
+        return self.output / ".icsd" / "journal.sqlite3"
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -134,10 +165,70 @@ class Daemon:
             self._log.close()
 
     def kill(self) -> None:
+        """SIGKILL the daemon, then its pool: the fork server and workers outlive a killed parent.
+
+        (CPython's fork server hands every worker the write end of its "parent alive" pipe, and a
+        worker blocks on a queue it also holds the write end of, so neither notices the daemon died.
+        Under systemd, KillMode=control-group does this second step.)
+        """
         if self.process.poll() is None:
+            orphans = descendants(self.pid)
             self.process.kill()
             self.process.wait(30)
+            for pid in orphans:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         self._log.close()
 
     def _died(self) -> bool:
         return self.process.poll() is not None
+
+
+# -- process and file-system probes -----------------------------------------------------------------
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of `pid` (the fork server, pool workers, their helpers), parents first."""
+    found: list[int] = []
+    stack = [pid]
+    while stack:
+        parent = stack.pop()
+        for children in Path(f"/proc/{parent}/task").glob("*/children"):
+            try:
+                kids = [int(kid) for kid in children.read_text().split()]
+            except OSError:
+                continue  # the thread or process ended while we looked
+            found.extend(kids)
+            stack.extend(kids)
+    return found
+
+
+def vm_hwm_kib(pid: int) -> int:
+    """Peak resident memory (VmHWM) of a live process in KiB; 0 if it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def temp_files(root: Path) -> list[str]:
+    """Temporary files (icsd's `.icsd-tmp-*`, SQLite's rollback journals) anywhere under `root`."""
+    from icsd.output import TEMP_PREFIX
+
+    return sorted(
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.name.startswith(TEMP_PREFIX) or p.name.endswith("-journal")
+    )
+
+
+def journal_states(journal: Path) -> dict[str, str]:
+    """rel -> state, read straight from the SQLite file (read-only, so a live daemon is not disturbed)."""
+    db = sqlite3.connect(f"{journal.absolute().as_uri()}?mode=ro", uri=True)
+    try:
+        return {str(rel): str(state) for rel, state in db.execute("SELECT rel, state FROM files")}
+    finally:
+        db.close()

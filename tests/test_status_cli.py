@@ -1,0 +1,52 @@
+"""`icsd status`: journal counts by state and the last failures, while the daemon runs and after."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from icsd.errors import EX_CONFIG
+from tests.harness import clean_env, sample_image, write_image
+
+
+def status(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run `icsd status` for the harness's output folder, as an operator would from another shell."""
+    return subprocess.run(
+        [sys.executable, "-m", "icsd", "status", "--output-dir", str(tmp_path / "out"), *args],
+        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60,
+    )
+
+
+def test_status_counts_by_state_and_lists_recent_failures_while_running_and_after(start_daemon, tmp_path: Path) -> None:
+    daemon = start_daemon("--stable-seconds", "0.2")
+    daemon.wait_ready()
+    for name in ("a.jpg", "b.jpg", "sub/c.jpg"):
+        write_image(daemon.input / name, sample_image(crop=96))
+    (daemon.input / "broken.jpg").write_bytes(b"not a jpeg")
+    (daemon.input / "empty.png").write_bytes(b"")
+    daemon.wait_for_outputs(["a.png", "b.png", "sub/c.png"])
+    daemon.wait_for_log("FAILED empty.png")
+    daemon.wait_for_log("FAILED broken.jpg")
+
+    running = status(tmp_path)
+    assert daemon.process.poll() is None
+    assert daemon.stop() == 0
+    stopped = status(tmp_path, "--failures", "1")
+
+    for result in (running, stopped):
+        assert result.returncode == 0, result.stderr
+        assert result.stderr == ""
+        assert result.stdout.splitlines()[0] == "pending: 0  in_progress: 0  done: 3  failed: 2"
+    failures = running.stdout.splitlines()[1:]
+    assert failures[0] == "recent failures:"
+    assert sorted(line.split(":")[0].strip() for line in failures[1:]) == ["broken.jpg", "empty.png"]
+    assert any(line.startswith("  empty.png: empty file") for line in failures)
+    assert len(stopped.stdout.splitlines()) == 3  # counts, heading, the one newest failure
+
+
+def test_status_without_a_journal_says_so_and_exits_with_the_config_code(tmp_path: Path) -> None:
+    result = status(tmp_path)
+    assert result.returncode == EX_CONFIG
+    assert result.stdout == ""
+    assert result.stderr.startswith("icsd: error: no journal at ") and result.stderr.count("\n") == 1

@@ -8,7 +8,6 @@ durable -> journal done -> original disposed" in one place.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import heapq
 import logging
@@ -25,20 +24,14 @@ from typing import Literal
 
 from icsd import __version__
 from icsd.compress import JobOutcome, Result
+from icsd.delivery import Identity, Outputs, StorageFull, StorageGate, Task, UnsafePathError, identity_of, replaced
 from icsd.errors import EX_SOFTWARE, IcsdError, ImageError, TransientError
 from icsd.executor import WORKER_DIED, Executor, create_executor
 from icsd.inputs import read_regular, scan_tree
 from icsd.journal import FileId, Journal
 from icsd.metrics import Metrics, NullMetrics, create_metrics
 from icsd.notify import Notifier, WatchdogPinger
-from icsd.output import (
-    alternate_output_name,
-    move_durably,
-    output_name,
-    remove_stray_temps,
-    write_atomic,
-    write_failure,
-)
+from icsd.output import alternate_output_name, output_name, remove_stray_temps
 from icsd.params import CompressParams
 from icsd.progress import Tally, human_duration, image_fields, image_line
 from icsd.settings import Settings
@@ -50,7 +43,6 @@ log = logging.getLogger("icsd")
 
 TICK_SECONDS = 0.2
 DISK_FULL_PROBE_SECONDS = 5.0  # how often held results are retried while output/journal storage is full
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,59 +51,6 @@ class RunOutcome:
 
     exit_code: int
     tally: Tally
-
-
-@dataclass(slots=True)
-class _Task:
-    rel: str
-    path: Path
-    output: str
-    digest: str
-    submitted: float
-    identity: tuple[int, int, int]  # (size, mtime_ns, inode) of the version that was read
-
-
-def _identity(st: os.stat_result) -> tuple[int, int, int]:
-    return (st.st_size, st.st_mtime_ns, st.st_ino)
-
-
-class _StorageFull(Exception):
-    """An output could not be written for lack of space: hold the result, do not count an attempt."""
-
-
-class _StorageGate:
-    """Whether results can be saved now (output folder and journal writable), logged once per episode.
-
-    A full disk is the operator's problem, not the image's: work is held, not failed, and one ERROR line
-    says so; one INFO line says when saving works again. In between, a probe every `probe_seconds`.
-    """
-
-    def __init__(self, probe_seconds: float) -> None:
-        self.probe_seconds = probe_seconds
-        self.error: str | None = None
-        self._next_probe = 0.0
-
-    def blocked(self) -> bool:
-        """True while storage is known to be full and the next probe is not due."""
-        return self.error is not None and time.monotonic() < self._next_probe
-
-    def failed(self, reason: str) -> None:
-        if self.error is None:
-            log.error("cannot save results now: %s. Originals are kept; no new images are taken and finished "
-                      "ones are held; retrying every %.0f s until space returns", reason, self.probe_seconds)
-        else:
-            log.debug("still cannot save results (%s); next try in %.0f s", reason, self.probe_seconds)
-        self.error = reason
-        self._next_probe = time.monotonic() + self.probe_seconds
-
-    def probe_now(self) -> None:
-        """Make the next check try storage at once (the last chance before shutdown)."""
-        self._next_probe = 0.0
-
-    def recovered(self) -> None:
-        if self.error is not None:
-            log.info("results can be saved again; resuming")
-        self.error = None
 
 
 class Service:
@@ -139,12 +78,15 @@ class Service:
         self._events: queue.Queue[tuple] = queue.Queue()
         self._backlog: deque[Path] = deque()
         self._waiting: set[str] = set()  # rels in the backlog or the retry heap
-        self._in_flight: dict[str, _Task] = {}
+        self._in_flight: dict[str, Task] = {}
         self._recheck: dict[str, Path] = {}  # rels that changed while in flight or held: looked at again after
         self._retries: list[tuple[float, str, Path]] = []
         self._read_failures: dict[str, int] = {}  # unreadable files have no journal row yet
-        self._held: list[tuple[_Task, Future[JobOutcome]]] = []  # finished jobs waiting for disk space
-        self._storage = _StorageGate(DISK_FULL_PROBE_SECONDS)
+        self._held: list[tuple[Task, Future[JobOutcome]]] = []  # finished jobs waiting for disk space
+        self._storage = StorageGate(DISK_FULL_PROBE_SECONDS)
+        self.outputs = Outputs(
+            self.output_root, self.failed_root, archive_root=self.archive_root, on_success=settings.on_success
+        )
         self._last_completion = time.monotonic()
         self._scan_done = threading.Event()
         self._watcher: Watcher | None = None
@@ -298,7 +240,7 @@ class Service:
             output = alternate_output_name(rel)
             log.warning("%s: %s already belongs to %s; writing %s", rel, output_name(rel), owner, output)
         self.journal.reserve_output(rel, output)
-        task = _Task(rel, path, output, digest, time.monotonic(), _identity(info))
+        task = Task(rel, path, output, digest, time.monotonic(), identity_of(info))
         try:
             future = executor.submit(data, self.params)
         except Exception as exc:  # an executor that cannot take work now (e.g. cluster unreachable)
@@ -318,7 +260,7 @@ class Service:
 
     # -- finishing a job ----------------------------------------------------------------------
 
-    def _finish(self, task: _Task, future: Future[JobOutcome]) -> None:
+    def _finish(self, task: Task, future: Future[JobOutcome]) -> None:
         """Save a finished job's outcome, or hold it if storage is full (then nothing about it changed)."""
         if self._storage.blocked():
             self._in_flight.pop(task.rel, None)
@@ -326,9 +268,9 @@ class Service:
             return
         try:
             self._complete(task, future)
-        except (_StorageFull, TransientError) as exc:
+        except (StorageFull, TransientError) as exc:
             self._held.append((task, future))
-            self._storage.failed(str(exc) if isinstance(exc, _StorageFull) else exc.message)
+            self._storage.failed(str(exc) if isinstance(exc, StorageFull) else exc.message)
             return
         self._look_again(task.rel)
 
@@ -338,7 +280,7 @@ class Service:
         if path is not None:
             self._enqueue(path)
 
-    def _complete(self, task: _Task, future: Future[JobOutcome]) -> None:
+    def _complete(self, task: Task, future: Future[JobOutcome]) -> None:
         """Record the outcome; idempotent, so a held job can run through here again after a disk-full."""
         self._in_flight.pop(task.rel, None)
         self._last_completion = time.monotonic()
@@ -356,15 +298,15 @@ class Service:
         else:
             self._retry_later(task.rel, task.path, outcome.error or "transient error", identity=task.identity)
 
-    def _deliver(self, task: _Task, result: Result) -> None:
+    def _deliver(self, task: Task, result: Result) -> None:
         try:
-            write_atomic(self.output_root, task.output, result.data)
-        except ValueError as exc:  # the output folder holds a link leading out of it: never write there
+            self.outputs.write(task, result.data)
+        except UnsafePathError as exc:  # the output folder holds a link leading out of it: never write there
             self._fail(task.rel, task.path, f"unsafe output path: {exc}", identity=task.identity)
             return
+        except StorageFull:
+            raise
         except OSError as exc:
-            if exc.errno in DISK_FULL:
-                raise _StorageFull(f"output disk full writing {task.output} ({exc.strerror})") from exc
             self._retry_later(task.rel, task.path, f"cannot write output {task.output}: {exc.strerror or exc}",
                               identity=task.identity)
             return
@@ -373,7 +315,8 @@ class Service:
             return
         if not self._held:
             self._storage.recovered()
-        self._dispose_original(task)
+        if not self._replaced(task.rel, task.path, task.identity):
+            self.outputs.dispose_original(task)
         self.tally.add(result.input_bytes, result.output_bytes, result.seconds)
         self.metrics.image_done(str(result.strategy), result.input_bytes, result.output_bytes, result.seconds)
         fields = image_fields(
@@ -400,26 +343,14 @@ class Service:
             task, future = self._held[0]
             try:
                 self._complete(task, future)
-            except (_StorageFull, TransientError) as exc:
-                self._storage.failed(str(exc) if isinstance(exc, _StorageFull) else exc.message)
+            except (StorageFull, TransientError) as exc:
+                self._storage.failed(str(exc) if isinstance(exc, StorageFull) else exc.message)
                 return
             self._held.pop(0)
             self._look_again(task.rel)
         self._storage.recovered()
 
-    def _dispose_original(self, task: _Task) -> None:
-        policy = self.settings.on_success
-        if policy == "keep" or self._replaced(task.rel, task.path, task.identity):
-            return
-        try:
-            if policy == "delete":
-                task.path.unlink()
-            elif policy == "archive" and self.archive_root is not None:
-                move_durably(task.path, self.archive_root, task.rel)
-        except (OSError, ValueError) as exc:
-            log.warning("%s: output is done but the original could not be %sd: %s", task.rel, policy, exc)
-
-    def _fail(self, rel: str, path: Path, error: str, *, identity: tuple[int, int, int] | None = None) -> None:
+    def _fail(self, rel: str, path: Path, error: str, *, identity: Identity | None = None) -> None:
         """Record a permanent failure and set the original aside (only the version that failed)."""
         entry = self.journal.get(rel)
         if entry is not None:
@@ -429,31 +360,12 @@ class Service:
         if identity is not None and self._replaced(rel, path, identity):
             where = "the file was replaced meanwhile; the new version is processed next"
         else:
-            where = self._set_aside(rel, path, error, attempts=entry.attempts if entry else 1)
+            where = self.outputs.set_aside(rel, path, error, attempts=entry.attempts if entry else 1)
         log.error("FAILED %s: %s (%s)", rel, error, where, extra={"fields": {"name": rel, "error": error}})
         for callback in self.on_progress:
             callback({"name": rel, "error": error})
 
-    def _set_aside(self, rel: str, path: Path, error: str, *, attempts: int) -> str:
-        """Move a failed original to the failed folder with its NAME.error.json; says where it went."""
-        try:
-            move_durably(path, self.failed_root, rel)
-            write_failure(
-                self.failed_root,
-                rel,
-                {
-                    "file": rel,
-                    "error": error,
-                    "attempts": attempts,
-                    "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                    "icsd_version": __version__,
-                },
-            )
-        except (OSError, ValueError) as exc:  # ValueError: a link in the failed folder leading out of it
-            return f"could not be moved to the failed folder ({getattr(exc, 'strerror', None) or exc})"
-        return f"moved to {self.failed_root / rel}"
-
-    def _retry_later(self, rel: str, path: Path, error: str, *, identity: tuple[int, int, int] | None = None) -> None:
+    def _retry_later(self, rel: str, path: Path, error: str, *, identity: Identity | None = None) -> None:
         if self.journal.get(rel) is not None:
             attempts = self.journal.mark_pending(rel, error)
         else:  # failed before it was claimed (unreadable): count in memory
@@ -564,16 +476,12 @@ class Service:
     def _rel(self, path: Path) -> str:
         return path.relative_to(self.input_root).as_posix()
 
-    def _replaced(self, rel: str, path: Path, identity: tuple[int, int, int]) -> bool:
+    def _replaced(self, rel: str, path: Path, identity: Identity) -> bool:
         """Is another version at `path` than the one read? Then it must not be deleted, archived or failed.
 
         The new version is enqueued (also if the watcher reported it while the old one was in flight).
         """
-        try:
-            current = _identity(os.lstat(path))
-        except FileNotFoundError:
-            return False
-        if current == identity:
+        if not replaced(path, identity):
             return False
         log.info("%s was replaced while it was processed; the new version is kept and processed next", rel)
         self._recheck.pop(rel, None)

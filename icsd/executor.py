@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
+import select
 import signal
+import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Protocol
@@ -80,7 +83,9 @@ class ProcessExecutor:
         return [pid for pid in (self._pool._processes or {})]
 
     def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(max_workers=self.workers, mp_context=self._context, initializer=_init_worker)
+        return ProcessPoolExecutor(
+            max_workers=self.workers, mp_context=self._context, initializer=_init_worker, initargs=(os.getpid(),)
+        )
 
     def _replace_pool(self) -> None:
         log.warning("a worker process died; starting a new pool (affected images are retried)")
@@ -104,11 +109,30 @@ def create_executor(kind: str, *, workers: int, scheduler: str = "local") -> Exe
     raise SettingsError(f"ICSD_EXECUTOR must be process or dask, got {kind!r}")
 
 
-def _init_worker() -> None:
+def _init_worker(parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1)
+    _exit_with_parent(parent)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Exit when the daemon dies, even by SIGKILL: otherwise workers wait forever on their queue.
+
+    A pidfd becomes readable when the process exits (Linux >= 5.3); where pidfds are missing,
+    workers rely on the service manager killing the whole control group (systemd's default).
+    """
+    try:
+        pidfd = os.pidfd_open(parent)
+    except (AttributeError, OSError):
+        return
+
+    def watch() -> None:
+        select.select([pidfd], [], [])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="icsd-parent-watch", daemon=True).start()
 
 
 def _terminate_workers(pool: ProcessPoolExecutor) -> None:

@@ -164,7 +164,7 @@ class Service:
                 return EX_SOFTWARE
             if self.mode == "batch" and self._scan_done.is_set() and self._idle():
                 return 0
-        log.info("stopping: no new files are taken; waiting up to %.0f s for %d images in progress",
+        log.info("stopping: no new files are taken; waiting up to %g s for %d images in progress",
                  self.settings.drain_seconds, len(self._in_flight))
         return 0
 

@@ -31,7 +31,16 @@ from PIL import Image
 from icsd.errors import EX_SOFTWARE
 from icsd.journal import FileId, Journal
 from icsd.output import output_name
-from tests.harness import Daemon, descendants, journal_states, temp_files, vm_hwm_kib, wait_until
+from tests.harness import (
+    Daemon,
+    descendants,
+    journal_states,
+    sample_image,
+    temp_files,
+    vm_hwm_kib,
+    wait_until,
+    write_image,
+)
 from tests.images import encode, sample_array, write
 
 BURST = 200
@@ -530,3 +539,23 @@ def write_atomically(path: Path, data: bytes) -> None:
 
 def _digest(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def test_pool_processes_exit_when_the_daemon_is_killed(start_daemon) -> None:
+    """After kill -9 of the daemon, its fork server and workers must not linger holding memory."""
+    daemon = start_daemon()
+    write_image(daemon.input / "warm.jpg", sample_image(crop=96))
+    daemon.wait_for_outputs(["warm.png"])  # the pool's processes exist now
+    pool = descendants(daemon.pid)
+    assert pool
+    os.kill(daemon.pid, signal.SIGKILL)
+    daemon.process.wait(30)
+    wait_until(lambda: not [pid for pid in pool if _alive(pid)], timeout=30, what=f"pool processes {pool} to exit")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited; only its parent's wait is missing

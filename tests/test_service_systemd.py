@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import clean_env, sample_image, wait_until, write_image
+from tests.harness import clean_env, descendants, sample_image, wait_until, write_image
 
 
 class NotifyListener:
@@ -73,21 +73,6 @@ def listener(tmp_path: Path) -> Iterator[NotifyListener]:
     notify = NotifyListener(tmp_path / "notify.sock")
     yield notify
     notify.close()
-
-
-def descendants(pid: int) -> list[int]:
-    """All processes below `pid` (the fork server, pool workers, the resource tracker)."""
-    found, stack = [], [pid]
-    while stack:
-        parent = stack.pop()
-        for task in Path(f"/proc/{parent}/task").glob("*"):
-            try:
-                children = [int(c) for c in (task / "children").read_text().split()]
-            except OSError:
-                continue
-            found.extend(children)
-            stack.extend(children)
-    return found
 
 
 def test_ready_status_watchdog_and_stopping_reach_the_notify_socket(start_daemon, listener) -> None:

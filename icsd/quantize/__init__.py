@@ -7,6 +7,10 @@ Public, stable API (the benchmark and users import it):
 `pixels` is an (H, W, 3) RGB or (H, W) grayscale uint8 array. Strategies are looked up by
 name in a registry; the original system's abbreviations (MKM, FKM, MBKM) are accepted.
 `size-only` does no clustering and is handled by the pipeline, not here.
+
+Every strategy clusters the weighted colour histogram (same objective as clustering the pixels);
+the centres are rounded to a uint8 palette and every distinct colour is then assigned exactly to its
+nearest palette entry. An image with at most K distinct colours is returned losslessly.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import numpy as np
 
 from icsd.errors import SettingsError
 from icsd.params import Strategy
+from icsd.quantize.histogram import Histogram, histogram
+from icsd.quantize.registry import lookup
 
 __all__ = ["Quantized", "quantize"]
 
@@ -39,4 +45,44 @@ class Quantized:
 
 def quantize(pixels: np.ndarray, colors: int, strategy: str | Strategy = "kmeans", seed: int = 0) -> Quantized:
     """Reduce `pixels` to at most `colors` colours with the named strategy, deterministically for `seed`."""
-    raise NotImplementedError  # implemented in the quantize work package
+    fit = lookup(strategy)  # SettingsError for unknown names and size-only
+    _validate(pixels, colors)
+    hist = histogram(pixels)
+    if hist.colors.shape[0] <= colors:  # nothing to cluster: keep every colour exactly
+        return _result(hist, hist.colors, np.arange(hist.colors.shape[0]))
+    palette, labels = fit(hist.colors, hist.counts, int(colors), int(seed))
+    # Rounding can merge centres and a palette entry can end up nobody's nearest: keep each used
+    # colour once (sorted), so the palette never wastes PNG slots.
+    used = np.bincount(labels, minlength=palette.shape[0]) > 0
+    palette, inverse = np.unique(palette[used], axis=0, return_inverse=True)
+    remap = np.zeros(used.size, dtype=np.intp)
+    remap[used] = inverse.ravel()
+    return _result(hist, palette, remap[labels])
+
+
+def _validate(pixels: np.ndarray, colors: int) -> None:
+    """Check the public inputs once; the kernels behind this assume them valid."""
+    if isinstance(colors, bool) or not isinstance(colors, int | np.integer):
+        raise SettingsError(f"colors must be an integer between 2 and 256, got {colors!r}")
+    if not 2 <= colors <= 256:
+        raise SettingsError(f"colors must be between 2 and 256, got {colors}")
+    if not isinstance(pixels, np.ndarray):
+        raise ValueError(f"pixels must be a NumPy array, got {type(pixels).__name__}")
+    if pixels.dtype != np.uint8:
+        raise ValueError(f"pixels must have dtype uint8 (8-bit RGB or grey), got {pixels.dtype}")
+    if not (pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[2] == 3)):
+        raise ValueError(
+            f"pixels must be (H, W) grey or (H, W, 3) RGB, got shape {pixels.shape}; convert RGBA/other modes first"
+        )
+    if pixels.size == 0:
+        raise ValueError(f"pixels is empty (shape {pixels.shape})")
+    if pixels.shape[0] * pixels.shape[1] >= 1 << 32:
+        raise ValueError(f"image too large to quantize: {pixels.shape[0]}x{pixels.shape[1]} pixels")
+
+
+def _result(hist: Histogram, palette: np.ndarray, labels: np.ndarray) -> Quantized:
+    dtype = np.uint8 if palette.shape[0] <= 256 else np.uint16
+    indices = hist.expand(labels.astype(dtype))
+    if hist.colors.shape[1] == 1:
+        palette = palette[:, 0]
+    return Quantized(np.ascontiguousarray(palette), indices)

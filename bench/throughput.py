@@ -1,0 +1,141 @@
+"""Whole-pipeline throughput: `icsd batch` against merely decoding the same JPEGs at full size.
+
+Target (issue 5): `icsd batch` over camera-size JPEGs with 2 workers, K=16, factor 5 finishes in
+<= 1.0x the time one process needs just to decode those images at full size with Pillow.
+
+Both are measured in this run, interleaved (decode, batch, decode, batch, ...) so machine noise
+hits both alike; medians and the ratio are printed. The batch time is reported twice: the whole
+`icsd batch` command (interpreter start, imports, worker start-up included) and the engine's own
+runtime from its summary line (from the service start to the last image written).
+
+    python bench/throughput.py [FOLDER] [--workers 2] [--colors 16] [--scale 5] [--repeat 3]
+
+Without FOLDER, 15 camera-like JPEGs of 4-15 MP are generated once into bench/out/camera/
+(scikit-learn's sample photos upscaled, with sensor-like noise so they compress like real photos).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.images import CAMERA_SIZES, sample_images
+
+HERE = Path(__file__).resolve().parent
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder", nargs="?", type=Path, help="folder of JPEGs [default: generated camera set]")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--colors", type=int, default=16)
+    parser.add_argument("--scale", type=float, default=5)
+    parser.add_argument("--strategy", default="kmeans")
+    parser.add_argument("--repeat", type=int, default=3, help="measurements of each side (median taken)")
+    args = parser.parse_args()
+
+    folder = args.folder or generate_camera_set(HERE / "out" / "camera")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))
+    if not files:
+        sys.exit(f"no JPEGs in {folder}")
+    megapixels = sum(_pixels(p) for p in files) / 1e6
+    print(
+        f"{len(files)} JPEGs, {megapixels:.0f} MP, {sum(p.stat().st_size for p in files) / 2**20:.0f} MiB "
+        f"in {folder}; icsd batch: {args.workers} workers, K={args.colors}, scale {args.scale:g}, "
+        f"{args.strategy}"
+    )
+
+    decode_times, command_times, engine_times = [], [], []
+    for round_ in range(args.repeat):
+        decode_times.append(decode_all(files))
+        command, engine = run_batch(folder, args)
+        command_times.append(command)
+        engine_times.append(engine)
+        print(
+            f"  round {round_ + 1}: decode-only {decode_times[-1]:.2f} s | icsd batch {command:.2f} s "
+            f"(engine {engine:.2f} s)"
+        )
+
+    decode, command, engine = (statistics.median(t) for t in (decode_times, command_times, engine_times))
+    print()
+    print(f"{'':38} {'median s':>9} {'ratio to decode-only':>21}")
+    print(f"{'decode-only, 1 process, full size':38} {decode:9.2f} {1.0:21.2f}")
+    print(f"{'icsd batch, whole command':38} {command:9.2f} {command / decode:21.2f}")
+    print(f"{'icsd batch, engine runtime':38} {engine:9.2f} {engine / decode:21.2f}")
+    print(
+        f"target: icsd batch <= 1.00x decode-only -> whole command {'met' if command <= decode else 'NOT met'}, "
+        f"engine {'met' if engine <= decode else 'NOT met'}"
+    )
+    return 0
+
+
+def decode_all(files: list[Path]) -> float:
+    """Seconds for one process to decode every file at full size (the floor a naive pipeline pays)."""
+    started = time.perf_counter()
+    for path in files:
+        with Image.open(path) as image:
+            image.load()
+    return time.perf_counter() - started
+
+
+def run_batch(folder: Path, args: argparse.Namespace) -> tuple[float, float]:
+    """(whole command seconds, engine runtime seconds) for one `icsd batch` into a fresh output folder."""
+    with tempfile.TemporaryDirectory(prefix="icsd-bench-") as out:
+        command = [
+            sys.executable,
+            "-m",
+            "icsd",
+            "batch",
+            str(folder),
+            "--output-dir",
+            out,
+            "--workers",
+            str(args.workers),
+            "--colors",
+            str(args.colors),
+            "--scale",
+            str(args.scale),
+            "--strategy",
+            args.strategy,
+            "--log-level",
+            "INFO",
+        ]
+        started = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
+        elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        sys.exit(f"icsd batch failed ({done.returncode}):\n{done.stderr}")
+    match = re.search(r"runtime (\d+):(\d\d):(\d\d\.\d)\s*$", done.stderr.strip().splitlines()[-1])
+    engine = int(match.group(1)) * 3600 + int(match.group(2)) * 60 + float(match.group(3)) if match else elapsed
+    return elapsed, engine
+
+
+def generate_camera_set(folder: Path) -> Path:
+    """15 camera-like JPEGs (4-15 MP, quality 92) made from scikit-learn's sample photos; cached."""
+    if folder.is_dir() and len(list(folder.glob("*.jpg"))) == len(CAMERA_SIZES):
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for index, (name, pixels) in enumerate(sample_images(CAMERA_SIZES)):
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, "JPEG", quality=92)
+        (folder / f"camera_{index:02d}_{name}.jpg").write_bytes(buffer.getvalue())
+    return folder
+
+
+def _pixels(path: Path) -> int:
+    with Image.open(path) as image:
+        return image.width * image.height
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""scikit-learn estimators ("sklearn-kmeans"/FKM, "sklearn-minibatch"/MBKM) fitted on the colour histogram.
+
+Fitting distinct colours with `sample_weight=counts` optimises the same objective as fitting the
+pixels, on fewer points. Like our own k-means, both first fit the histogram binned to 6 bits per
+channel (exact bin means and weights: several times fewer points again):
+
+- FKM then runs up to `REFINE_ITER` Lloyd iterations of `KMeans` on the exact distinct colours,
+  warm-started from those centres: binning alone costs ~2 % error at K=256, the first few exact
+  iterations recover it, and running them to scikit-learn's strict convergence took 5-45 more
+  iterations for < 0.5 % (measured on the benchmark photos).
+- MBKM fits the bins only, with batches of 2048: sklearn samples batches uniformly over the weighted
+  points, which is noisier than sampling pixels, and larger batches bring the error back to that of
+  MiniBatchKMeans on the raw pixels (measured; the default 1024 is ~5 % worse at K=256).
+
+`n_init=1` (what "auto" means for k-means++ since scikit-learn 1.4): restarts multiply the run time for
+well under 1 % lower error on colour data, and an explicit value keeps results stable across versions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.cluster import KMeans, MiniBatchKMeans
+
+from icsd.quantize.histogram import binned
+from icsd.quantize.kmeans import BIN_BITS
+from icsd.quantize.nearest import round_and_assign
+
+__all__ = ["sklearn_kmeans", "sklearn_minibatch", "N_INIT", "MINIBATCH_SIZE", "REFINE_ITER"]
+
+N_INIT = 1
+MINIBATCH_SIZE = 2048
+REFINE_ITER = 5
+
+
+def sklearn_kmeans(colors: np.ndarray, counts: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(palette, labels) from `sklearn.cluster.KMeans` (k-means++, Lloyd): bins, then a few exact iterations."""
+    x, w = colors.astype(np.float64), counts.astype(np.float64)
+    points, weights = _bins_or_exact(colors, counts, k)
+    if points is None:  # no useful bins: the plain estimator on the exact histogram
+        model = KMeans(n_clusters=k, n_init=N_INIT, random_state=seed).fit(x, sample_weight=w)
+        return round_and_assign(colors, model.cluster_centers_)
+    model = KMeans(n_clusters=k, n_init=N_INIT, random_state=seed).fit(points, sample_weight=weights)
+    refine = KMeans(n_clusters=k, init=model.cluster_centers_, n_init=1, max_iter=REFINE_ITER, random_state=seed)
+    return round_and_assign(colors, refine.fit(x, sample_weight=w).cluster_centers_)
+
+
+def sklearn_minibatch(colors: np.ndarray, counts: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(palette, labels) from `sklearn.cluster.MiniBatchKMeans` on the binned histogram."""
+    points, weights = _bins_or_exact(colors, counts, k)
+    if points is None:
+        points, weights = colors.astype(np.float64), counts.astype(np.float64)
+    model = MiniBatchKMeans(n_clusters=k, n_init=N_INIT, random_state=seed, batch_size=MINIBATCH_SIZE)
+    model.fit(points, sample_weight=weights)
+    return round_and_assign(colors, model.cluster_centers_)
+
+
+def _bins_or_exact(colors: np.ndarray, counts: np.ndarray, k: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The binned histogram as (means, weights), or (None, None) for grey images and when there are no
+    more bins than clusters (scikit-learn needs n_samples >= n_clusters)."""
+    if colors.shape[1] == 1:
+        return None, None
+    bins = binned(colors, counts, BIN_BITS)
+    if bins.weights.size <= k:
+        return None, None
+    return bins.means, bins.weights

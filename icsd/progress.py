@@ -64,7 +64,7 @@ class Tally:
         return (
             f"{self.done} images done, {self.failed} failed, "
             f"{human_bytes(self.bytes_in)} in -> {human_bytes(self.bytes_out)} out "
-            f"({-reduction_pct(self.bytes_in, self.bytes_out):+.1f}%), "
+            f"({0.0 - reduction_pct(self.bytes_in, self.bytes_out):+.1f}%), "
             f"processing {human_duration(self.busy_seconds)}, runtime {human_duration(self.runtime)}"
         )
 
@@ -107,7 +107,7 @@ def image_line(f: dict[str, object]) -> str:
     return (
         f"{f['name']}: {f['width_in']}x{f['height_in']} -> {f['width_out']}x{f['height_out']} px, "
         f"{human_bytes(int(f['bytes_in']))} -> {human_bytes(int(f['bytes_out']))} "
-        f"({-float(f['reduction_pct']):+.1f}%), "
+        f"({0.0 - float(f['reduction_pct']):+.1f}%), "
         f"{f['colors']} colours, {f['strategy']}, {f['seconds']:.2f} s"
         f" | done {f['done']}, failed {f['failed']}, queued {f['queued']}"
         f" | runtime {human_duration(float(f['runtime_seconds']))}"

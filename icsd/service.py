@@ -8,6 +8,7 @@ durable -> journal done -> original disposed" in one place.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import heapq
 import logging
@@ -20,12 +21,12 @@ from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 from icsd import __version__
 from icsd.compress import JobOutcome, Result
 from icsd.delivery import Identity, Outputs, StorageFull, StorageGate, Task, UnsafePathError, identity_of, replaced
-from icsd.errors import EX_SOFTWARE, IcsdError, ImageError, TransientError
+from icsd.errors import EX_SOFTWARE, IcsdError, ImageError, SettingsError, TransientError
 from icsd.executor import WORKER_DIED, Executor, create_executor
 from icsd.inputs import read_regular, scan_tree
 from icsd.journal import FileId, Journal
@@ -104,6 +105,7 @@ class Service:
         """Run until stopped (watch) or until the folder is done (batch); returns the exit code."""
         for folder in (self.input_root, self.output_root, self.failed_root, self.settings.state_path):
             folder.mkdir(parents=True, exist_ok=True)
+        self._lock = _lock_state_folder(self.settings.state_path.resolve())  # before touching anything shared
         stray = sum(remove_stray_temps(root) for root in self._our_roots())
         if stray:
             log.info("removed %d temporary files left by an earlier crash", stray)
@@ -141,6 +143,7 @@ class Service:
                 watcher.stop()
             self._drain(executor)
             self.journal.close()
+            self._lock.close()
             self.metrics.stop()
             notifier.close()
         log.info("icsd stopped: %s", self.tally.summary())
@@ -487,3 +490,23 @@ class Service:
         self._recheck.pop(rel, None)
         self._enqueue(path)
         return True
+
+
+def _lock_state_folder(state: Path) -> BinaryIO:
+    """Hold an exclusive lock on the state folder for the daemon's life: two daemons sharing one
+    journal would both claim every new file. The kernel drops the lock when the process dies."""
+    handle = open(state / "lock", "a+b")  # noqa: SIM115 - kept open on purpose, closed by run()
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().decode(errors="replace").strip() or "unknown"
+        handle.close()
+        raise SettingsError(
+            f"another icsd (pid {owner}) is already using the state folder {state}: stop it, or give this one "
+            "its own ICSD_OUTPUT_DIR / ICSD_STATE_DIR"
+        ) from None
+    handle.truncate(0)
+    handle.write(str(os.getpid()).encode())
+    handle.flush()
+    return handle

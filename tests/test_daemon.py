@@ -121,3 +121,14 @@ def test_wait_until_reports_what_it_waited_for() -> None:
         assert "the impossible" in str(exc)
     else:
         raise AssertionError("wait_until did not time out")
+
+
+def test_a_second_daemon_on_the_same_state_folder_is_refused(start_daemon) -> None:
+    first = start_daemon()
+    first.wait_ready()
+    second = start_daemon()
+    assert second.wait() == 78
+    assert f"another icsd (pid {first.process.pid}) is already using the state folder" in second.log()
+    write_image(first.input / "still.jpg", sample_image(crop=96))
+    first.wait_for_outputs(["still.png"])  # the first one is unharmed
+    assert first.stop() == 0

@@ -123,6 +123,8 @@ class Settings(BaseSettings):
         _check_range("STABLE_SECONDS", self.stable_seconds, low=0)
         _check_range("RESCAN_SECONDS", self.rescan_seconds, low=0)
         _check_range("MAX_ATTEMPTS", self.max_attempts, low=1)
+        # Pillow refuses anything above twice its own limit, whatever we allow.
+        _check_range("MAX_PIXELS", self.max_pixels, low=1, high=2 * DEFAULT_MAX_PIXELS)
         _check_range("DRAIN_SECONDS", self.drain_seconds, low=0)
         _check_range("STALL_SECONDS", self.stall_seconds, low=0.1)
         if self.metrics_port is not None:

@@ -63,6 +63,7 @@ def test_colour_boundaries_accepted(monkeypatch: pytest.MonkeyPatch, colors: int
         ({"ICSD_LOG_LEVEL": "LOUD"}, "ICSD_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR"),
         ({"ICSD_ON_SUCCESS": "archive"}, "ICSD_ON_SUCCESS=archive needs ICSD_ARCHIVE_DIR"),
         ({"ICSD_MAX_ATTEMPTS": "0"}, "ICSD_MAX_ATTEMPTS must be >= 1, got 0"),
+        ({"ICSD_MAX_PIXELS": "200000000"}, "ICSD_MAX_PIXELS must be between 1 and 178956970, got 200000000"),
     ],
 )
 def test_bad_settings_name_the_setting(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str) -> None:

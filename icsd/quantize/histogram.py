@@ -12,10 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Histogram", "histogram", "Bins", "binned"]
+__all__ = ["Histogram", "histogram", "Bins", "binned", "coarsened", "refined"]
 
 # Pixels per chunk when scattering labels back: bounds the intp temporaries NumPy makes for fancy indexing.
 _CHUNK = 1 << 16
+# Bin keys of up to this many bits are grouped through a dense table (2 MB of intp at 18 bits).
+_TABLE_BITS = 18
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +115,14 @@ def binned(colors: np.ndarray, counts: np.ndarray, bits: int) -> Bins:
     key = coarse[:, 0]
     for j in range(1, d):
         key = (key << bits) | coarse[:, j]
-    uniq, inverse = np.unique(key, return_inverse=True)
+    if bits * d <= _TABLE_BITS:  # a dense table over every bin key: no sort (np.unique argsorts)
+        occupied = np.bincount(key, minlength=1 << (bits * d)) > 0
+        uniq = np.flatnonzero(occupied)
+        table = np.empty(occupied.size, dtype=np.intp)
+        table[uniq] = np.arange(uniq.size)
+        inverse = table[key]
+    else:
+        uniq, inverse = np.unique(key, return_inverse=True)
     m = uniq.size
     weights = np.bincount(inverse, weights=counts, minlength=m).astype(np.float64)
     sums = np.empty((m, d))
@@ -123,3 +132,56 @@ def binned(colors: np.ndarray, counts: np.ndarray, bits: int) -> Bins:
     for j in range(d):
         coords[:, j] = (uniq >> (bits * (d - 1 - j))) & ((1 << bits) - 1)
     return Bins(sums / weights[:, None], weights, sums, coords, inverse)
+
+
+def coarsened(bins: Bins, bits: int, shift: int = 1) -> Bins:
+    """`bins` (at `bits` per channel) merged into cubes `shift` bits coarser, from their exact moments:
+    as `binned(colors, counts, bits - shift)` but over the M bins instead of the U colours, and with
+    `inverse` mapping each input bin (not each colour) to its coarse bin."""
+    d = bins.coords.shape[1]
+    out_bits = bits - shift
+    coarse = bins.coords >> shift
+    key = coarse[:, 0]
+    for j in range(1, d):
+        key = (key << out_bits) | coarse[:, j]
+    occupied = np.bincount(key, minlength=1 << (out_bits * d)) > 0
+    uniq = np.flatnonzero(occupied)
+    table = np.empty(occupied.size, dtype=np.intp)
+    table[uniq] = np.arange(uniq.size)
+    inverse = table[key]
+    m = uniq.size
+    weights = np.bincount(inverse, weights=bins.weights, minlength=m)
+    sums = np.empty((m, d))
+    for j in range(d):
+        sums[:, j] = np.bincount(inverse, weights=bins.sums[:, j], minlength=m)
+    coords = np.empty((m, d), dtype=np.intp)
+    for j in range(d):
+        coords[:, j] = (uniq >> (out_bits * (d - 1 - j))) & ((1 << out_bits) - 1)
+    return Bins(sums / weights[:, None], weights, sums, coords, inverse)
+
+
+def refined(bins: Bins, colors: np.ndarray, counts: np.ndarray, bits: int) -> tuple[Bins, np.ndarray]:
+    """`bins` (at `bits` per channel, built from these colours) split one bit finer: the same bins as
+    `binned(colors, counts, bits + 1)` in another order, found through a dense (parent bin, octant) table
+    instead of a sort. Also returns the parent (input) bin of every new bin."""
+    d = colors.shape[1]
+    m0 = bins.weights.size
+    octant = (colors[:, 0] >> (7 - bits)) & 1
+    for j in range(1, d):
+        octant = (octant << 1) | ((colors[:, j] >> (7 - bits)) & 1)
+    key = bins.inverse * (1 << d) + octant
+    occupied = np.bincount(key, minlength=m0 << d) > 0
+    uniq = np.flatnonzero(occupied)
+    table = np.empty(occupied.size, dtype=np.intp)
+    table[uniq] = np.arange(uniq.size)
+    inverse = table[key]
+    m = uniq.size
+    weights = np.bincount(inverse, weights=counts, minlength=m).astype(np.float64)
+    sums = np.empty((m, d))
+    for j in range(d):
+        sums[:, j] = np.bincount(inverse, weights=counts * colors[:, j], minlength=m)
+    parent = uniq >> d
+    coords = bins.coords.take(parent, axis=0) << 1
+    for j in range(d):
+        coords[:, j] |= (uniq >> (d - 1 - j)) & 1
+    return Bins(sums / weights[:, None], weights, sums, coords, inverse), parent

@@ -54,7 +54,7 @@ class Partition:
 def lloyd(
     x: np.ndarray,
     w: np.ndarray,
-    centres: np.ndarray,
+    centres: np.ndarray | None,
     *,
     wx: np.ndarray | None = None,
     start: Partition | None = None,
@@ -69,9 +69,9 @@ def lloyd(
     `start` (see `inherit`) supplies centres, labels and bounds, saving the initial query of every
     point; `centres` is then ignored.
     """
-    k = centres.shape[0]
-    total_xx = float(np.einsum("ij,ij,i->", x, x, w, dtype=np.float64))
     part = start if start is not None else _full_query(x, centres.astype(np.float64))
+    k = part.centres.shape[0]
+    total_xx = float(np.einsum("ij,ij,i->", x, x, w, dtype=np.float64))
     centres = part.centres
     mass, sums = _moments(x, w, wx, part.labels, k)
     prev_sse = np.inf
@@ -106,7 +106,7 @@ def inherit(coarse: Partition, inverse: np.ndarray, x: np.ndarray, coarse_x: np.
     A fine point is within r = |x - coarse_x| of its coarse point, so the coarse bounds widened by r
     hold for it: no query needed until it is near a cell border.
     """
-    step = x - coarse_x[inverse]
+    step = x - coarse_x.take(inverse, axis=0)  # take: several times faster than x[idx] for rows
     r = np.sqrt(np.einsum("ij,ij->i", step, step))
     return Partition(
         coarse.centres,
@@ -147,7 +147,7 @@ def _reassign(x: np.ndarray, part: Partition) -> tuple[np.ndarray, np.ndarray]:
     np.minimum(bound, beyond, out=bound)
     active = np.flatnonzero(upper > bound)
     if active.size:  # tighten the upper bound first: cheap, and settles many points
-        step = x[active] - part.centres[labels[active]]
+        step = x.take(active, axis=0) - part.centres.take(labels[active], axis=0)
         upper[active] = np.sqrt(np.einsum("ij,ij->i", step, step))
         beyond[active] = part.reach[labels[active]] - upper[active]
         tight = np.minimum(np.minimum(part.lower2[active], part.lower3[active]), beyond[active])
@@ -163,10 +163,13 @@ def _reassign(x: np.ndarray, part: Partition) -> tuple[np.ndarray, np.ndarray]:
     for start in range(0, active.size, _CHUNK):  # chunks bound the (points x candidates) temporaries
         pts = active[start : start + _CHUNK]
         own = labels[pts]
-        new, d1, sec, d2, d3, proven = _candidates(x[pts], part.centres, part.neigh[own], part.reach[own] - upper[pts])
+        xp = x.take(pts, axis=0)
+        new, d1, sec, d2, d3, proven = _candidates(
+            xp, part.centres, part.neigh.take(own, axis=0), part.reach[own] - upper[pts]
+        )
         if not proven.all():  # the candidates could not prove the answer: ask the tree
             miss = np.flatnonzero(~proven)
-            dist, idx = tree.query(x[pts[miss]], k=3)
+            dist, idx = tree.query(xp.take(miss, axis=0), k=3)
             new[miss], sec[miss] = idx[:, 0], idx[:, 1]
             d1[miss], d2[miss], d3[miss] = dist[:, 0], dist[:, 1], dist[:, 2]
         upper[pts], part.second[pts], part.lower2[pts], part.lower3[pts] = d1, sec, d2, d3
@@ -197,7 +200,7 @@ def _candidates(
     columns = np.ascontiguousarray(centres.T)  # gathers from contiguous rows are faster
     d = np.zeros(cand.shape)
     for j in range(x.shape[1]):
-        diff = columns[j][cand]
+        diff = columns[j].take(cand)
         diff -= x[:, j : j + 1]
         diff *= diff
         d += diff
@@ -252,7 +255,7 @@ def _shift_moments(
         return
     k = mass.size
     wm = w[moved]
-    wxm = wx[moved] if wx is not None else wm[:, None] * x[moved]
+    wxm = wx.take(moved, axis=0) if wx is not None else wm[:, None] * x.take(moved, axis=0)
     mass += np.bincount(new, weights=wm, minlength=k)
     mass -= np.bincount(old, weights=wm, minlength=k)
     for j in range(x.shape[1]):

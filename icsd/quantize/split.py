@@ -39,7 +39,9 @@ def split_init(x: np.ndarray, w: np.ndarray, wx: np.ndarray, coords: np.ndarray,
         slot[cand] = np.arange(cand.size)
         pts = np.flatnonzero(slot[labels] >= 0)
         owner = slot[labels[pts]]
-        axis, cut = _best_planes(owner, coords[pts], w[pts], wx[pts], wxx[pts], cand.size, n_coords)
+        axis, cut = _best_planes(
+            owner, coords.take(pts, axis=0), w[pts], wx.take(pts, axis=0), wxx[pts], cand.size, n_coords
+        )
         ok = axis >= 0
         if not ok.any():
             break

@@ -7,6 +7,7 @@ sees `concurrent.futures.Future[JobOutcome]`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -62,6 +63,9 @@ class ProcessExecutor:
         self._context.set_forkserver_preload(["icsd.compress"])
         self._pool = self._new_pool()
         self.replaced = 0
+        # Starting the fork server and workers takes ~0.4 s (imports): do it now, in the background,
+        # so it overlaps with the daemon's own start-up and folder scan instead of delaying image one.
+        threading.Thread(target=self._start_workers, name="icsd-pool-start", daemon=True).start()
 
     def submit(self, data: bytes, params: CompressParams) -> Future[JobOutcome]:
         try:
@@ -81,6 +85,11 @@ class ProcessExecutor:
     def worker_pids(self) -> list[int]:
         """Process ids of the current workers (fault tests kill one of them)."""
         return [pid for pid in (self._pool._processes or {})]
+
+    def _start_workers(self) -> None:
+        with contextlib.suppress(RuntimeError, BrokenProcessPool):  # shut down or broken meanwhile: fine
+            for future in [self._pool.submit(_ready) for _ in range(self.workers)]:
+                future.result()
 
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
@@ -107,6 +116,10 @@ def create_executor(kind: str, *, workers: int, scheduler: str = "local") -> Exe
             ) from None
         return DaskExecutor(scheduler, workers=workers)
     raise SettingsError(f"ICSD_EXECUTOR must be process or dask, got {kind!r}")
+
+
+def _ready() -> None:
+    """A no-op job: submitting it makes the pool start a worker."""
 
 
 def _init_worker(parent: int) -> None:

@@ -56,6 +56,16 @@ def burst_images(count: int, size: int = 64) -> dict[str, bytes]:
     return images
 
 
+def start_burst(start_daemon) -> tuple[dict[str, bytes], Daemon]:
+    """A daemon that has got through a quarter of a fresh burst of BURST images."""
+    images = burst_images(BURST)
+    daemon = start_daemon("--stable-seconds", "0.2")
+    daemon.wait_ready()
+    drop(daemon.input, images)
+    wait_until(lambda: len(daemon.progress_names()) >= BURST // 4, timeout=60, what="a quarter of the burst")
+    return images, daemon
+
+
 def drop(folder: Path, images: dict[str, bytes]) -> None:
     for rel, data in images.items():
         path = folder / rel
@@ -88,11 +98,7 @@ def assert_nothing_lost_or_doubled(daemon: Daemon, images: dict[str, bytes], run
 
 @pytest.mark.timeout(90)
 def test_kill_9_mid_burst_then_restart_loses_nothing_and_redoes_only_unfinished(start_daemon) -> None:
-    images = burst_images(BURST)
-    first = start_daemon("--stable-seconds", "0.2")
-    first.wait_ready()
-    drop(first.input, images)
-    wait_until(lambda: len(first.progress_names()) >= BURST // 4, timeout=60, what="a quarter of the burst")
+    images, first = start_burst(start_daemon)
     first.kill()  # SIGKILL: no drain, no journal close, temp files and in-progress rows left behind
     done_before = set(first.progress_names())
     assert 0 < len(done_before) < BURST, "the kill must land mid-burst"
@@ -114,11 +120,7 @@ def test_kill_9_mid_burst_then_restart_loses_nothing_and_redoes_only_unfinished(
 
 @pytest.mark.timeout(90)
 def test_sigterm_mid_burst_drains_exits_zero_and_restart_finishes_the_rest(start_daemon) -> None:
-    images = burst_images(BURST)
-    first = start_daemon("--stable-seconds", "0.2")
-    first.wait_ready()
-    drop(first.input, images)
-    wait_until(lambda: len(first.progress_names()) >= BURST // 4, timeout=60, what="a quarter of the burst")
+    images, first = start_burst(start_daemon)
     assert first.stop(signal.SIGTERM) == 0
     done_before = first.progress_names()
     assert 0 < len(done_before) < BURST, "SIGTERM must land mid-burst"

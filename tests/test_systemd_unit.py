@@ -55,8 +55,7 @@ def test_service_lifecycle_settings():
         "StateDirectory": "icsd",
         "UMask": "0027",
     }
-    for key, value in expected.items():
-        assert service.get(key) == [value], key
+    assert_single_values(service, expected)
     # The daemon drains for up to 30 s after SIGTERM; systemd must wait longer than that.
     assert int(service["TimeoutStopSec"][0]) > 30
     assert int(service["RestartSec"][0]) > 0
@@ -85,8 +84,7 @@ def test_hardening_settings():
         "SystemCallArchitectures": "native",
         "CapabilityBoundingSet": "",
     }
-    for key, value in expected.items():
-        assert service.get(key) == [value], key
+    assert_single_values(service, expected)
     assert "@system-service" in service["SystemCallFilter"]
     assert re.fullmatch(r"\d+[KMGT]?", service["MemoryMax"][0])
 
@@ -153,3 +151,9 @@ def test_dependencies_run_without_writable_executable_memory():
         pytest.skip("kernel lacks PR_SET_MDWE (Linux >= 6.3); cannot emulate MemoryDenyWriteExecute")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def assert_single_values(section: dict[str, list[str]], expected: dict[str, str]) -> None:
+    """Each key is set exactly once, to the expected value."""
+    for key, value in expected.items():
+        assert section.get(key) == [value], key

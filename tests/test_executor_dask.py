@@ -32,7 +32,8 @@ from tests.harness import sample_image, wait_until
 
 JOB_TIMEOUT = 60.0
 # Most of a second of k-means per job on one core: long enough that a kill lands mid-task.
-SLOW = CompressParams(scale=1, colors=64, seed=3)
+# Slow enough (~1 s) that a test can see it running and kill its worker mid-job, whatever the quantizer's speed.
+SLOW = CompressParams(strategy="sklearn-kmeans", scale=1, colors=256, seed=3)
 
 
 def encode(name: str, fmt: str, *, crop: int | None = None) -> bytes:
@@ -110,7 +111,7 @@ def test_bad_bytes_are_a_permanent_outcome_not_an_exception(executor: DaskExecut
 
 
 def test_killing_a_worker_mid_run_loses_nothing(executor: DaskExecutor) -> None:
-    data = encode("china.jpg", "JPEG", crop=200)
+    data = encode("china.jpg", "JPEG")
     futures = [executor.submit(data, SLOW) for _ in range(4)]
     pids = dict(executor.client.run(os.getpid))
     # Kill a worker that is running one of our tasks right now (not one that is idle).
@@ -146,7 +147,7 @@ def test_a_task_whose_workers_keep_dying_becomes_a_transient_error() -> None:
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
         executor = DaskExecutor("local", workers=1)
     try:
-        future = executor.submit(encode("china.jpg", "JPEG", crop=200), SLOW)
+        future = executor.submit(encode("china.jpg", "JPEG"), SLOW)
         (pid,) = executor.worker_pids()
         wait_until(lambda: any(executor.client.processing().values()), timeout=JOB_TIMEOUT, what="the task")
         os.kill(pid, signal.SIGKILL)
@@ -163,7 +164,7 @@ def test_shutdown_settles_every_job_and_reaps_the_workers() -> None:
     spawned = {p.pid for p in psutil.Process().children(recursive=True)} - before
     assert set(pids) <= spawned
 
-    futures = [executor.submit(encode("china.jpg", "JPEG", crop=200), SLOW) for _ in range(4)]
+    futures = [executor.submit(encode("china.jpg", "JPEG"), SLOW) for _ in range(4)]
     wait_until(lambda: any(executor.client.processing().values()), timeout=JOB_TIMEOUT, what="a task")
     executor.shutdown(cancel=True)
 
@@ -200,7 +201,7 @@ def test_a_lost_remote_scheduler_fails_jobs_and_is_reconnected_later(monkeypatch
     port = _free_port()
     cluster = _thread_cluster(port)  # stands in for `dask scheduler` + `dask worker` on another machine
     executor = DaskExecutor(cluster.scheduler_address, workers=2, connect_timeout=1.0)
-    data = encode("china.jpg", "JPEG", crop=200)
+    data = encode("china.jpg", "JPEG")
     try:
         assert executor.healthy()
         running = executor.submit(data, SLOW)

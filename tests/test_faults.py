@@ -232,8 +232,13 @@ def kill_worker_once_busy(daemon: Daemon) -> None:
     os.kill(busy_worker(daemon), signal.SIGKILL)
 
 
+# Slow by construction (~1.6 s single-threaded for big_noisy_jpeg), so a test can catch the job running
+# and kill its worker, however fast the default quantizer gets.
+SLOW_JOB = ("--strategy", "sklearn-kmeans", "--colors", "256")
+
+
 def big_noisy_jpeg(seed: int) -> bytes:
-    """1920x1281 with noise: ~2 s for sklearn-minibatch at 256 colours and scale 1, long enough to kill."""
+    """1920x1281 with noise: ~1.6 s for SLOW_JOB at scale 1, long enough to find and kill its worker."""
     rng = np.random.default_rng(seed)
     photo = np.tile(sample_array("china.jpg"), (3, 3, 1)).astype(np.int16)
     return encode((photo + rng.integers(-20, 20, photo.shape)).clip(0, 255).astype(np.uint8), "JPEG", quality=90)
@@ -243,7 +248,7 @@ def big_noisy_jpeg(seed: int) -> bytes:
 def test_killed_worker_image_is_retried_pool_recovers_and_a_poison_image_fails_after_max_attempts(
     start_daemon,
 ) -> None:
-    daemon = start_daemon("--stable-seconds", "0.2", "--strategy", "sklearn-minibatch", "--colors", "256",
+    daemon = start_daemon("--stable-seconds", "0.2", *SLOW_JOB,
                           "--scale", "1", "--max-attempts", "3", workers=1)
     daemon.wait_ready()
     small = burst_images(2)
@@ -302,7 +307,7 @@ def _cpu_seconds(pid: int) -> float:
 @pytest.mark.timeout(60)
 def test_a_file_replaced_while_its_old_version_is_in_flight_is_neither_deleted_nor_skipped(start_daemon) -> None:
     """ON_SUCCESS=delete must delete the version that was compressed, never a newer one that replaced it."""
-    daemon = start_daemon("--stable-seconds", "0.2", "--strategy", "sklearn-minibatch", "--colors", "256",
+    daemon = start_daemon("--stable-seconds", "0.2", *SLOW_JOB,
                           "--scale", "1", "--on-success", "delete", workers=1)
     daemon.wait_ready()
     (daemon.input / "photo.jpg").write_bytes(big_noisy_jpeg(3))

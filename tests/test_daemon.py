@@ -33,7 +33,7 @@ def test_existing_files_are_compressed_then_sigterm_exits_zero_with_summary(star
 def test_copy_slow_writer_and_rename_each_give_exactly_one_output(start_daemon, tmp_path: Path) -> None:
     source = tmp_path / "source.jpg"
     data = write_image(source)
-    daemon = start_daemon()
+    daemon = start_daemon("--stable-seconds", "1")  # the default quiet period: 10x the writer's pauses
     daemon.wait_ready()
 
     shutil.copy(source, daemon.input / "copied.jpg")
@@ -43,7 +43,7 @@ def test_copy_slow_writer_and_rename_each_give_exactly_one_output(start_daemon, 
             for start in range(0, len(data), len(data) // 6 + 1):
                 handle.write(data[start : start + len(data) // 6 + 1])
                 handle.flush()
-                threading.Event().wait(0.1)  # a camera trickling bytes, well inside the 0.3 s quiet period
+                threading.Event().wait(0.1)  # a camera trickling bytes, well inside the 1 s quiet period
 
     writer = threading.Thread(target=slow_writer)
     writer.start()

@@ -13,6 +13,7 @@ import signal
 import sys
 import types
 import typing
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -185,6 +186,9 @@ def _prepared_service(settings: typing.Any, service_class: typing.Any, *, mode: 
     from icsd.logs import setup_logging
     from icsd.settings import unknown_env_warnings
 
+    # watchdog 7 warns when `mkdir -p` races its recursive inotify setup; it re-registers the same callback
+    # on the same watch, which is harmless, so keep it out of operators' logs.
+    warnings.filterwarnings("ignore", message=r"Callback with id .* already exists for watch", category=RuntimeWarning)
     setup_logging(settings.log_level.upper(), settings.log_format)
     for warning in unknown_env_warnings():
         log.warning(warning)

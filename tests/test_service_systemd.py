@@ -125,13 +125,22 @@ def test_metrics_are_scraped_over_http(start_daemon) -> None:
     write_image(daemon.input / "a.jpg", sample_image(crop=120))
     write_image(daemon.input / "b.png", sample_image("flower.jpg", crop=120))
     daemon.wait_for_outputs(["a.png", "b.png"])
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    assert 'icsd_images_done_total{strategy="kmeans"} 2.0' in text
+
+    def scrape() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            return response.read().decode()
+
+    # An output appears (rename) just before its journal row and counters are updated: poll, don't race.
+    settled = ('icsd_images_done_total{strategy="kmeans"} 2.0', "icsd_queue_depth 0.0", "icsd_in_flight 0.0")
+
+    def settled_scrape() -> str:
+        text = scrape()
+        return text if all(marker in text for marker in settled) else ""
+
+    text = str(wait_until(settled_scrape, what="metrics to settle"))
     assert re.search(r"^icsd_bytes_in_total [1-9]", text, re.M)
     assert re.search(r'^icsd_image_processing_seconds_count\{strategy="kmeans"\} 2\.0', text, re.M)
     assert re.search(r"^icsd_runtime_seconds [0-9.]+", text, re.M)
-    assert "icsd_queue_depth 0.0" in text and "icsd_in_flight 0.0" in text
     assert daemon.stop() == 0
 
 

@@ -8,6 +8,7 @@ than pixels. `Histogram.expand` maps per-colour labels back to an (H, W) index i
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -111,27 +112,13 @@ class Bins:
 def binned(colors: np.ndarray, counts: np.ndarray, bits: int) -> Bins:
     """Group distinct colours into cubes of 2**(8 - bits) levels per channel."""
     d = colors.shape[1]
-    coarse = (colors >> (8 - bits)).astype(np.intp)
-    key = coarse[:, 0]
-    for j in range(1, d):
-        key = (key << bits) | coarse[:, j]
+    key = _pack((colors >> (8 - bits)).astype(np.intp), bits)
     if bits * d <= _TABLE_BITS:  # a dense table over every bin key: no sort (np.unique argsorts)
-        occupied = np.bincount(key, minlength=1 << (bits * d)) > 0
-        uniq = np.flatnonzero(occupied)
-        table = np.empty(occupied.size, dtype=np.intp)
-        table[uniq] = np.arange(uniq.size)
-        inverse = table[key]
+        uniq, inverse = _group(key, 1 << (bits * d))
     else:
         uniq, inverse = np.unique(key, return_inverse=True)
-    m = uniq.size
-    weights = np.bincount(inverse, weights=counts, minlength=m).astype(np.float64)
-    sums = np.empty((m, d))
-    for j in range(d):
-        sums[:, j] = np.bincount(inverse, weights=counts * colors[:, j], minlength=m)
-    coords = np.empty((m, d), dtype=np.intp)
-    for j in range(d):
-        coords[:, j] = (uniq >> (bits * (d - 1 - j))) & ((1 << bits) - 1)
-    return Bins(sums / weights[:, None], weights, sums, coords, inverse)
+    weights, sums = _moments(inverse, uniq.size, counts, lambda j: counts * colors[:, j], d)
+    return Bins(sums / weights[:, None], weights, sums, _unpack(uniq, bits, d), inverse)
 
 
 def coarsened(bins: Bins, bits: int, shift: int = 1) -> Bins:
@@ -140,24 +127,9 @@ def coarsened(bins: Bins, bits: int, shift: int = 1) -> Bins:
     `inverse` mapping each input bin (not each colour) to its coarse bin."""
     d = bins.coords.shape[1]
     out_bits = bits - shift
-    coarse = bins.coords >> shift
-    key = coarse[:, 0]
-    for j in range(1, d):
-        key = (key << out_bits) | coarse[:, j]
-    occupied = np.bincount(key, minlength=1 << (out_bits * d)) > 0
-    uniq = np.flatnonzero(occupied)
-    table = np.empty(occupied.size, dtype=np.intp)
-    table[uniq] = np.arange(uniq.size)
-    inverse = table[key]
-    m = uniq.size
-    weights = np.bincount(inverse, weights=bins.weights, minlength=m)
-    sums = np.empty((m, d))
-    for j in range(d):
-        sums[:, j] = np.bincount(inverse, weights=bins.sums[:, j], minlength=m)
-    coords = np.empty((m, d), dtype=np.intp)
-    for j in range(d):
-        coords[:, j] = (uniq >> (out_bits * (d - 1 - j))) & ((1 << out_bits) - 1)
-    return Bins(sums / weights[:, None], weights, sums, coords, inverse)
+    uniq, inverse = _group(_pack(bins.coords >> shift, out_bits), 1 << (out_bits * d))
+    weights, sums = _moments(inverse, uniq.size, bins.weights, lambda j: bins.sums[:, j], d)
+    return Bins(sums / weights[:, None], weights, sums, _unpack(uniq, out_bits, d), inverse)
 
 
 def refined(bins: Bins, colors: np.ndarray, counts: np.ndarray, bits: int) -> tuple[Bins, np.ndarray]:
@@ -165,23 +137,46 @@ def refined(bins: Bins, colors: np.ndarray, counts: np.ndarray, bits: int) -> tu
     `binned(colors, counts, bits + 1)` in another order, found through a dense (parent bin, octant) table
     instead of a sort. Also returns the parent (input) bin of every new bin."""
     d = colors.shape[1]
-    m0 = bins.weights.size
-    octant = (colors[:, 0] >> (7 - bits)) & 1
-    for j in range(1, d):
-        octant = (octant << 1) | ((colors[:, j] >> (7 - bits)) & 1)
-    key = bins.inverse * (1 << d) + octant
-    occupied = np.bincount(key, minlength=m0 << d) > 0
+    octant = _pack((colors >> (7 - bits)) & 1, 1)
+    uniq, inverse = _group(bins.inverse * (1 << d) + octant, bins.weights.size << d)
+    weights, sums = _moments(inverse, uniq.size, counts, lambda j: counts * colors[:, j], d)
+    parent = uniq >> d
+    coords = (bins.coords.take(parent, axis=0) << 1) | _unpack(uniq & ((1 << d) - 1), 1, d)
+    return Bins(sums / weights[:, None], weights, sums, coords, inverse), parent
+
+
+def _pack(coords: np.ndarray, bits: int) -> np.ndarray:
+    """(N, D) per-channel cube coordinates of `bits` bits -> one integer key per row."""
+    key = coords[:, 0].astype(np.intp)
+    for j in range(1, coords.shape[1]):
+        key = (key << bits) | coords[:, j]
+    return key
+
+
+def _unpack(keys: np.ndarray, bits: int, d: int) -> np.ndarray:
+    """Inverse of `_pack`: keys -> (M, D) intp coordinates."""
+    coords = np.empty((keys.size, d), dtype=np.intp)
+    for j in range(d):
+        coords[:, j] = (keys >> (bits * (d - 1 - j))) & ((1 << bits) - 1)
+    return coords
+
+
+def _group(key: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct keys and each row's index among them, through a dense table of `size` slots."""
+    occupied = np.bincount(key, minlength=size) > 0
     uniq = np.flatnonzero(occupied)
     table = np.empty(occupied.size, dtype=np.intp)
     table[uniq] = np.arange(uniq.size)
-    inverse = table[key]
-    m = uniq.size
-    weights = np.bincount(inverse, weights=counts, minlength=m).astype(np.float64)
+    return uniq, table[key]
+
+
+def _moments(
+    inverse: np.ndarray, m: int, weight: np.ndarray, weighted: Callable[[int], np.ndarray], d: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-group total weight and weighted sums; `weighted(j)` is channel j already multiplied by weight
+    (built one channel at a time so no (N, D) float temporary is allocated)."""
+    weights = np.bincount(inverse, weights=weight, minlength=m).astype(np.float64)
     sums = np.empty((m, d))
     for j in range(d):
-        sums[:, j] = np.bincount(inverse, weights=counts * colors[:, j], minlength=m)
-    parent = uniq >> d
-    coords = bins.coords.take(parent, axis=0) << 1
-    for j in range(d):
-        coords[:, j] |= (uniq >> (d - 1 - j)) & 1
-    return Bins(sums / weights[:, None], weights, sums, coords, inverse), parent
+        sums[:, j] = np.bincount(inverse, weights=weighted(j), minlength=m)
+    return weights, sums

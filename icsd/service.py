@@ -232,8 +232,6 @@ class Service:
             self._retry_later(rel, path, f"cannot read: {exc.strerror or exc}")
             return
         self._read_failures.pop(rel, None)
-        if self.journal.is_settled(rel, info.st_size, info.st_mtime_ns):
-            return
         digest = hashlib.blake2b(data, digest_size=16).hexdigest()
         if not self.journal.claim(FileId(rel, info.st_size, info.st_mtime_ns, digest)):
             return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import subprocess
 import sys
 
@@ -12,14 +13,25 @@ from PIL import Image
 from sklearn.cluster import KMeans
 
 from icsd.errors import SettingsError
-from icsd.quantize import Quantized, quantize
-from icsd.quantize import kmeans as kmeans_module
-from icsd.quantize.histogram import Bins, binned, coarsened, histogram, refined
+from icsd.quantize import Quantized, compiled, quantize
+from icsd.quantize.histogram import histogram
 from icsd.quantize.kmeans1d import optimal_kmeans_1d
 from icsd.quantize.nearest import nearest
 from icsd.quantize.split import split_init
 
 STRATEGIES = ["kmeans", "sklearn-kmeans", "sklearn-minibatch"]
+
+
+@pytest.fixture(autouse=True, params=["compiled", "numpy"])
+def kernel(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs on both k-means kernels: the compiled one and the NumPy reference."""
+    use_compiled = request.param == "compiled"
+    if use_compiled and not compiled.AVAILABLE:
+        if os.environ.get("ICSD_PURE_NUMPY", "") not in ("", "0"):
+            pytest.skip("ICSD_PURE_NUMPY is set: the compiled kernels are ignored")
+        pytest.fail("the compiled k-means kernels are not built: install with a C compiler (make test does)")
+    monkeypatch.setattr(compiled, "AVAILABLE", use_compiled)
+    return request.param
 ALIASES = ["MKM", "FKM", "MBKM", "mkm"]
 
 
@@ -87,7 +99,7 @@ def test_grey_toy_gives_weighted_level_means() -> None:
 def test_split_init_separates_two_tight_clusters() -> None:
     x = np.array([[10, 10, 10], [12, 10, 10], [200, 40, 40], [204, 40, 40]], dtype=np.float64)
     w = np.array([3.0, 1.0, 2.0, 2.0])
-    centres = split_init(x, w, w[:, None] * x, x.astype(np.intp), 256, 2)
+    centres, _ = split_init(x, w, w[:, None] * x, x.astype(np.intp), 256, 2)
     got = centres[np.argsort(centres[:, 0])]
     np.testing.assert_allclose(got, [[10.5, 10, 10], [202, 40, 40]])
 
@@ -287,90 +299,3 @@ def test_import_pulls_in_no_shell_modules() -> None:
     code = "import sys, icsd.quantize; print(any(m in sys.modules for m in ('watchdog', 'pydantic_settings')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
-
-
-# --- coarse-to-fine levels (5-bit bins for small K, 7-bit bins for large K) ---------------------------
-
-
-@pytest.fixture(scope="module")
-def noisy_photo() -> np.ndarray:
-    """china.jpg at half size with sensor-like noise: many distinct colours, as camera photos have, so the
-    binned levels are all used."""
-    from sklearn.datasets import load_sample_image
-
-    rgb = np.asarray(Image.fromarray(load_sample_image("china.jpg")).reduce(2)).astype(np.int16)
-    noise = np.random.default_rng(0).integers(-6, 7, size=rgb.shape, dtype=np.int16)
-    return np.clip(rgb + noise, 0, 255).astype(np.uint8)
-
-
-def _as_set(bins: Bins) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    order = np.lexsort(bins.coords.T[::-1])
-    return bins.coords[order], bins.weights[order], bins.sums[order]
-
-
-def test_binned_table_matches_sorting(noisy_photo: np.ndarray) -> None:
-    hist = histogram(noisy_photo)
-    bins = binned(hist.colors, hist.counts, 6)  # 18-bit keys: the dense-table path
-    key = (hist.colors >> 2).astype(np.int64)
-    uniq, inverse = np.unique((key[:, 0] << 12) | (key[:, 1] << 6) | key[:, 2], return_inverse=True)
-    assert np.array_equal(bins.inverse, inverse.ravel())
-    assert np.array_equal(bins.weights, np.bincount(inverse.ravel(), weights=hist.counts))
-    assert np.array_equal(bins.coords[:, 0], uniq >> 12)
-    np.testing.assert_array_equal(bins.coords[bins.inverse], key)
-
-
-def test_coarsened_and_refined_equal_direct_binning(noisy_photo: np.ndarray) -> None:
-    hist = histogram(noisy_photo)
-    b6 = binned(hist.colors, hist.counts, 6)
-    b5, b7 = coarsened(b6, 6), None
-    for got, want in zip(_as_set(b5), _as_set(binned(hist.colors, hist.counts, 5)), strict=True):
-        assert np.array_equal(got, want)
-    assert np.array_equal(b5.coords[b5.inverse], b6.coords >> 1)  # inverse: fine bin -> coarse bin
-    b7, parent = refined(b6, hist.colors, hist.counts, 6)
-    for got, want in zip(_as_set(b7), _as_set(binned(hist.colors, hist.counts, 7)), strict=True):
-        assert np.array_equal(got, want)
-    assert np.array_equal(b7.coords[b7.inverse], hist.colors >> 1)  # inverse: colour -> bin
-    assert np.array_equal(parent[b7.inverse], b6.inverse)
-
-
-@pytest.mark.parametrize("k", [16, 256])
-def test_coarse_to_fine_levels_are_used_and_exact(
-    k: int, noisy_photo: np.ndarray, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """K <= 32 starts on 5-bit bins, K >= 128 adds 7-bit bins: the palette is still assigned exactly,
-    deterministic, and as good as skipping those levels."""
-    calls: list[str] = []
-    for name in ("coarsened", "refined"):
-        real = getattr(kmeans_module, name)
-        monkeypatch.setattr(kmeans_module, name, lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
-    q = quantize(noisy_photo, k)
-    assert calls == (["coarsened"] if k <= kmeans_module.COARSER_MAX_K else ["refined"])
-    assert 2 <= q.palette.shape[0] <= k
-    again = quantize(noisy_photo, k)
-    assert np.array_equal(q.palette, again.palette) and np.array_equal(q.indices, again.indices)
-    x = noisy_photo.reshape(-1, 3).astype(np.int64)
-    pal = q.palette.astype(np.int64)
-    best = np.full(len(x), np.iinfo(np.int64).max)
-    for row in pal:  # exact nearest distance, one palette entry at a time (bounded memory)
-        np.minimum(best, ((x - row) ** 2).sum(axis=1), out=best)
-    chosen = ((x - pal[q.indices.ravel()]) ** 2).sum(axis=1)
-    assert np.array_equal(chosen, best)
-    # Same error (within 0.5 %) as going straight from the 6-bit bins to the exact colours.
-    monkeypatch.setattr(kmeans_module, "COARSER_MAX_K", 0)
-    monkeypatch.setattr(kmeans_module, "MID_MIN_K", 10**9)
-    direct = quantize(noisy_photo, k)
-    assert _mse(q, noisy_photo) <= 1.005 * _mse(direct, noisy_photo)
-
-
-def test_coarser_level_skipped_when_too_few_bins(noisy_photo: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Below `_MIN_POINTS_PER_CENTRE` coarse bins per centre the 5-bit level is skipped: Lloyd starts on
-    the 6-bit bins, and the result is still a valid exact palette."""
-    hist = histogram(noisy_photo)
-    n_bins = binned(hist.colors, hist.counts, 6).weights.size
-    seen: list[int] = []
-    real = kmeans_module.lloyd
-    monkeypatch.setattr(kmeans_module, "lloyd", lambda x, *a, **kw: seen.append(x.shape[0]) or real(x, *a, **kw))
-    monkeypatch.setattr(kmeans_module, "_MIN_POINTS_PER_CENTRE", 10**9)
-    q = quantize(noisy_photo, 16)
-    assert seen == [n_bins, hist.colors.shape[0]]
-    assert 2 <= q.palette.shape[0] <= 16

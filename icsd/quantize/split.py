@@ -19,9 +19,12 @@ __all__ = ["split_init"]
 _GREED = 0.5  # split every cluster whose SSE is at least this fraction of the largest
 
 
-def split_init(x: np.ndarray, w: np.ndarray, wx: np.ndarray, coords: np.ndarray, n_coords: int, k: int) -> np.ndarray:
-    """(k', D) initial centres, k' <= k, for points `x` (weights `w`, wx = w * x) whose integer bin
-    coordinates are `coords` (M, D) in [0, n_coords). Fewer than k only if the points run out."""
+def split_init(
+    x: np.ndarray, w: np.ndarray, wx: np.ndarray, coords: np.ndarray, n_coords: int, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(k', D) initial centres, k' <= k, and the (M,) part of every point, for points `x` (weights `w`,
+    wx = w * x) whose integer bin coordinates are `coords` (M, D) in [0, n_coords). Fewer than k only if
+    the points run out. Each centre is the weighted mean of its part."""
     m, d = x.shape
     wxx = np.einsum("ij,ij->i", wx, x)
     labels = np.zeros(m, dtype=np.intp)
@@ -61,7 +64,7 @@ def split_init(x: np.ndarray, w: np.ndarray, wx: np.ndarray, coords: np.ndarray,
         sums[parents] -= d_sums
         sq[parents] -= d_sq
         n = grown
-    return sums / mass[:, None]
+    return sums / mass[:, None], labels
 
 
 def _best_planes(

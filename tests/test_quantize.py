@@ -299,3 +299,10 @@ def test_import_pulls_in_no_shell_modules() -> None:
     code = "import sys, icsd.quantize; print(any(m in sys.modules for m in ('watchdog', 'pydantic_settings')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_worker_core_imports_no_scipy_or_sklearn() -> None:
+    """Every pool worker imports the core: SciPy (~0.2 s) and scikit-learn (~1 s) load on first use only."""
+    code = "import sys, icsd.compress; print(sorted({m.split('.')[0] for m in sys.modules} & {'scipy', 'sklearn'}))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

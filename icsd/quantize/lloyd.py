@@ -19,9 +19,12 @@ weighted means of the returned partition.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy.spatial import cKDTree
+
+if TYPE_CHECKING:
+    from scipy.spatial import cKDTree
 
 __all__ = ["Partition", "lloyd", "inherit", "assign_rounded", "TOL", "MAX_ITER", "RELAX", "NEIGHBOURS"]
 
@@ -132,7 +135,7 @@ def assign_rounded(x: np.ndarray, part: Partition, palette: np.ndarray) -> np.nd
 
 
 def _full_query(x: np.ndarray, centres: np.ndarray) -> Partition:
-    tree = cKDTree(centres)
+    tree = _tree(centres)
     dist, idx = tree.query(x, k=3)
     neigh, reach = _neighbours(tree, centres)
     labels, second = idx[:, 0].copy(), idx[:, 1].copy()
@@ -154,7 +157,7 @@ def _reassign(x: np.ndarray, part: Partition) -> tuple[np.ndarray, np.ndarray]:
         active = active[upper[active] > tight]
     # Fresh neighbour lists for the moved centres (stale ones prove far fewer answers); the old lists'
     # outside bound folds into lower3 so it covers every centre but the first two.
-    tree = cKDTree(part.centres)
+    tree = _tree(part.centres)
     np.minimum(part.lower3, beyond, out=part.lower3)
     part.neigh, part.reach = _neighbours(tree, part.centres)
     if active.size == 0:
@@ -178,6 +181,14 @@ def _reassign(x: np.ndarray, part: Partition) -> tuple[np.ndarray, np.ndarray]:
         old.append(own[changed])
         labels[pts[changed]] = new[changed]
     return np.concatenate(moved), np.concatenate(old)
+
+
+def _tree(centres: np.ndarray) -> cKDTree:
+    """A k-d tree over the centres. SciPy is imported here, on first use: it costs ~0.2 s of start-up in
+    every process, and workers with the compiled kernels never need it."""
+    from scipy.spatial import cKDTree
+
+    return cKDTree(centres)
 
 
 def _neighbours(tree: cKDTree, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,6 @@ Both are exact; they may differ only in how exact ties are broken.
 from __future__ import annotations
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 __all__ = ["nearest", "round_and_assign"]
 
@@ -30,6 +29,8 @@ def nearest(
         return labels, (_sq_dist(points, centres[0]) if want_dist else None)
     if m * k <= _BRUTE_MAX_PAIRS or points.shape[1] == 1:
         return _brute(points, centres, want_dist)
+    from scipy.spatial import cKDTree  # on first use: ~0.2 s of start-up that most workers never need
+
     dist, labels = cKDTree(centres).query(points, k=1)
     return labels, (np.square(dist) if want_dist else None)
 

@@ -31,11 +31,11 @@ from icsd.errors import DecodeError, IcsdError, ImageTooLargeError
 
 __all__ = ["PNG_COMPRESS_LEVEL", "Decoded", "decode", "encode_palette_png", "encode_png", "normalize_mode"]
 
-# zlib level for PNG output. Measured on china/flower (16 and 256 colours, truecolour; 128x85 to 640x427):
-# level 9 or optimize=True save 0-3% bytes for 2-8x the encoding time; level 1 costs 5-15% more bytes.
-# 6 (zlib's default) is the knee. Palette output encodes in a few ms at 6; a truecolour (size-only) 807x605
-# output of a noisy 12 MP photo takes ~300 ms at 6 vs ~90 ms at 1 for 6% fewer bytes: bytes are the product.
-PNG_COMPRESS_LEVEL = 6
+# zlib level for PNG output. Measured on the benchmark's 15 camera JPEGs downsampled 5x (bench/out/camera):
+# 16-colour palette PNGs take 0.21 s in all at level 6 and 0.12 s at 5 for +0.4 % bytes (4: 0.10 s, +1.3 %;
+# 1: 0.07 s, +15 %; 9: 1.4 s, -2.6 %); truecolour (size-only) 0.62 s at 6, 0.34 s at 5, +0.3 %. Level 5 is
+# the knee: almost every byte of 6 at half its time.
+PNG_COMPRESS_LEVEL = 5
 
 # EXIF orientation -> the transpose that makes the picture upright (the table of ImageOps.exif_transpose).
 _UPRIGHT = {

@@ -166,9 +166,13 @@ def load_settings(**overrides: Any) -> Settings:
         raise SettingsError(_describe(exc)) from None
 
 
+# Read by the core, not settings: ICSD_PURE_NUMPY=1 ignores the compiled k-means kernels (icsd.quantize.compiled).
+_ENGINE_ENV = {"ICSD_PURE_NUMPY"}
+
+
 def unknown_env_warnings(environ: dict[str, str] | None = None, env_file: Path = Path(".env")) -> list[str]:
     """One warning per unknown `ICSD_*` variable, naming the closest valid one."""
-    names = {f"{ENV_PREFIX}{field.upper()}" for field in Settings.model_fields}
+    names = {f"{ENV_PREFIX}{field.upper()}" for field in Settings.model_fields} | _ENGINE_ENV
     seen = {key.upper() for key in (os.environ if environ is None else environ) if key.upper().startswith(ENV_PREFIX)}
     if env_file.is_file():
         from dotenv import dotenv_values  # installed with pydantic-settings

@@ -115,7 +115,7 @@ def test_derived_folders_default_under_output(tmp_path: Path) -> None:
 
 def test_unknown_variable_warns_with_closest_name(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("ICSD_STRATEGIE=kmeans\n")
-    warnings = unknown_env_warnings({"ICSD_COLOURS": "8", "ICSD_COLORS": "8", "PATH": "/bin"})
+    warnings = unknown_env_warnings({"ICSD_COLOURS": "8", "ICSD_COLORS": "8", "ICSD_PURE_NUMPY": "1", "PATH": "/bin"})
     assert warnings == [
         "unknown setting ICSD_COLOURS is ignored; did you mean ICSD_COLORS?",
         "unknown setting ICSD_STRATEGIE is ignored; did you mean ICSD_STRATEGY?",

@@ -12,7 +12,9 @@ from types import ModuleType
 
 import numpy as np
 
-__all__ = ["AVAILABLE", "lloyd", "assign"]
+from icsd.quantize.histogram import _moments
+
+__all__ = ["AVAILABLE", "lloyd", "assign", "split", "round_and_assign"]
 
 
 def _load() -> ModuleType | None:
@@ -86,6 +88,12 @@ def split(coords: np.ndarray, w: np.ndarray, wx: np.ndarray, k: int, levels: int
     wx64 = np.ascontiguousarray(wx, dtype=np.int64)
     labels = np.empty(m, np.int32)
     n = _kernels.split(np.ascontiguousarray(coords, dtype=np.uint8), w64, wx64, labels, m, int(k), int(levels))
-    mass = np.bincount(labels, weights=w64, minlength=n)
-    sums = np.stack([np.bincount(labels, weights=wx64[:, j], minlength=n) for j in range(3)], axis=1)
+    mass, sums = _moments(labels, n, w64, lambda j: wx64[:, j], 3)
     return sums / mass[:, None], labels
+
+
+def round_and_assign(x: np.ndarray, centres: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Round float centres to a uint8 palette and give every point of `x` its exact nearest entry, starting
+    from `labels` (the partition the centres came from: nearly right after rounding)."""
+    palette = np.clip(np.rint(centres), 0, 255)
+    return palette.astype(np.uint8), assign(x, palette, labels)

@@ -92,8 +92,7 @@ def compiled_kmeans(colors: np.ndarray, counts: np.ndarray, k: int) -> tuple[np.
             labels = labels[bins.inverse]
     x = colors.astype(np.float64)
     centres, labels = _compiled_lloyd(x, w, wx, centres, labels, COMPILED_TOL if k >= COMPILED_MID_MIN_K else FINE_TOL)
-    palette = np.clip(np.rint(centres), 0, 255)
-    return palette.astype(np.uint8), compiled.assign(x, palette, labels)
+    return compiled.round_and_assign(x, centres, labels)
 
 
 def _compiled_lloyd(

@@ -74,8 +74,7 @@ def _compiled_refine(colors: np.ndarray, counts: np.ndarray, centres: np.ndarray
         centres, labels, _ = compiled.lloyd(
             x, w, w[:, None] * colors, centres[used], remap[labels], tol=COMPILED_TOL, max_iter=MAX_ITER, relax=RELAX
         )
-    palette = np.clip(np.rint(centres), 0, 255)
-    return palette.astype(np.uint8), compiled.assign(x, palette, labels)
+    return compiled.round_and_assign(x, centres, labels)
 
 
 def _bins_or_exact(colors: np.ndarray, counts: np.ndarray, k: int) -> tuple[np.ndarray | None, np.ndarray | None]:

@@ -12,7 +12,8 @@ __version__ = "0.1.0"
 __all__ = ["__version__", "CompressParams", "Quantized", "Result", "Strategy", "compress", "quantize"]
 
 if TYPE_CHECKING:
-    from icsd.compress import Result, compress
+    from icsd.compress import compress
+    from icsd.jobs import Result
     from icsd.params import CompressParams, Strategy
     from icsd.quantize import Quantized, quantize
 
@@ -21,7 +22,7 @@ _LAZY = {
     "Strategy": "icsd.params",
     "Quantized": "icsd.quantize",
     "quantize": "icsd.quantize",
-    "Result": "icsd.compress",
+    "Result": "icsd.jobs",
     "compress": "icsd.compress",
 }
 

@@ -31,7 +31,16 @@ COMPRESS_FLAGS = ("strategy", "colors", "bits", "grayscale", "scale", "resample"
 EXCLUSIVE_FLAGS = (("colors", "bits"), ("scale", "max_size", "size"))
 
 
+# Commands that run the daemon: their worker fork server is started before anything else is imported.
+DAEMON_COMMANDS = ("run", "batch")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] and argv[0] in DAEMON_COMMANDS:
+        from icsd.executor import start_worker_server
+
+        start_worker_server()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

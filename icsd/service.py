@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 
 from icsd import __version__
-from icsd.compress import JobOutcome, Result
 from icsd.delivery import Identity, Outputs, StorageFull, StorageGate, Task, UnsafePathError, identity_of, replaced
 from icsd.errors import EX_SOFTWARE, IcsdError, ImageError, SettingsError, TransientError
 from icsd.executor import WORKER_DIED, Executor, create_executor
 from icsd.inputs import read_regular, scan_tree
+from icsd.jobs import JobOutcome, Result
 from icsd.journal import FileId, Journal
 from icsd.metrics import Metrics, NullMetrics, create_metrics
 from icsd.notify import Notifier, WatchdogPinger
@@ -155,6 +155,8 @@ class Service:
 
     def _loop(self, executor: Executor, watcher: Watcher | None) -> int:
         while not self.stop_event.is_set():
+            if self.mode == "batch" and self._scan_done.is_set() and self._idle():
+                return 0  # checked before waiting: an empty folder must not cost a tick
             self._handle_events(timeout=TICK_SECONDS)
             self._release_due_retries()
             self._flush_held_results()
@@ -165,8 +167,6 @@ class Service:
                 log.error("the folder watcher stopped working (%s); exiting so the service manager restarts icsd",
                           watcher.failure())
                 return EX_SOFTWARE
-            if self.mode == "batch" and self._scan_done.is_set() and self._idle():
-                return 0
         log.info("stopping: no new files are taken; waiting up to %g s for %d images in progress",
                  self.settings.drain_seconds, len(self._in_flight))
         return 0

@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 import icsd.compress
-from icsd.compress import JobOutcome, Result, compress, compress_job
+from icsd.compress import compress
+from icsd.jobs import JobOutcome, Result, compress_job
 from icsd.params import CompressParams, Strategy
 from tests import images
 

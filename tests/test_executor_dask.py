@@ -24,9 +24,9 @@ from distributed import LocalCluster
 from threadpoolctl import threadpool_limits
 
 from icsd import executor_dask
-from icsd.compress import JobOutcome, compress_job
 from icsd.errors import SettingsError, TransientError
 from icsd.executor_dask import DaskExecutor
+from icsd.jobs import JobOutcome, compress_job
 from icsd.params import CompressParams, Strategy
 from tests.harness import sample_image, wait_until
 

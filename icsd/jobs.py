@@ -1,0 +1,66 @@
+"""The job contract between the daemon and its executors, importable without the image stack.
+
+A job is `compress_job(data, params) -> JobOutcome`: encoded bytes and a frozen params object in, encoded
+PNG bytes and stats out, no filesystem. The daemon process only ever handles these small dataclasses, so
+it never imports NumPy, Pillow or the quantizers (~0.15 s of start-up it would pay before the first image):
+those are loaded in the workers, which import `icsd.compress` on their first job (the process pool's fork
+server preloads it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from icsd.errors import IcsdError, ImageError
+from icsd.params import CompressParams, Strategy
+
+__all__ = ["JobOutcome", "Result", "compress_job"]
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """One compressed image and what it cost."""
+
+    data: bytes  # encoded PNG
+    input_bytes: int
+    output_bytes: int
+    input_size: tuple[int, int]  # (w, h) of the decoded, oriented image at full resolution
+    output_size: tuple[int, int]
+    colors: int  # colours in the output: palette length, or distinct colours for size-only
+    strategy: Strategy
+    seconds: float  # time spent in compress()
+
+
+@dataclass(frozen=True, slots=True)
+class JobOutcome:
+    """What a worker hands back: a result, or a one-line reason and whether retrying could help."""
+
+    result: Result | None
+    error: str | None  # one-line reason when result is None
+    permanent: bool  # True: bad input (fail it); False: transient (retry)
+
+    @property
+    def ok(self) -> bool:
+        return self.result is not None
+
+
+def compress_job(data: bytes, params: CompressParams) -> JobOutcome:
+    """Run `icsd.compress.compress`, turning every failure into an outcome (never raises for a bad image).
+
+    ImageError -> permanent; MemoryError -> transient (another time, with fewer jobs in flight, it may
+    fit); other IcsdErrors by their own `permanent` flag; anything else is a bug -> permanent, with
+    "internal error: <type>: <message>" so the file is set aside instead of retried forever.
+    """
+    from icsd.compress import compress  # the image stack: loaded where jobs run, never by the daemon
+
+    try:
+        return JobOutcome(result=compress(data, params), error=None, permanent=False)
+    except ImageError as exc:
+        return JobOutcome(result=None, error=exc.message, permanent=True)
+    except IcsdError as exc:
+        return JobOutcome(result=None, error=exc.message, permanent=exc.permanent)
+    except MemoryError:
+        return JobOutcome(result=None, error="out of memory while compressing; will retry", permanent=False)
+    except Exception as exc:
+        detail = " ".join(str(exc).split())[:200]
+        return JobOutcome(result=None, error=f"internal error: {type(exc).__name__}: {detail}", permanent=True)

@@ -10,11 +10,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed-run: pyproject.toml icsd/quantize/_lloyd.c | $(BIN)/python
+$(VENV)/.installed-run: pyproject.toml icsd/quantize/_lloyd.c icsd/quantize/_pixels.c | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml icsd/quantize/_lloyd.c | $(BIN)/python
+$(VENV)/.installed-test: pyproject.toml icsd/quantize/_lloyd.c icsd/quantize/_pixels.c | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	touch $@ $(VENV)/.installed-run
 

@@ -9,7 +9,8 @@ from PIL import Image
 
 from icsd.quantize import Quantized, compiled, quantize
 from icsd.quantize import kmeans as kmeans_module
-from icsd.quantize.histogram import Bins, binned, coarsened, histogram, refined
+from icsd.quantize.bins import Bins, binned, coarsened, refined
+from icsd.quantize.histogram import histogram
 from icsd.quantize.lloyd import lloyd
 from icsd.quantize.nearest import nearest
 

@@ -9,8 +9,8 @@ name in a registry; the original system's abbreviations (MKM, FKM, MBKM) are acc
 `size-only` does no clustering and is handled by the pipeline, not here.
 
 Every strategy clusters the weighted colour histogram (same objective as clustering the pixels);
-the centres are rounded to a uint8 palette and every distinct colour is then assigned exactly to its
-nearest palette entry. An image with at most K distinct colours is returned losslessly.
+the centres are rounded to a uint8 palette and every pixel is then assigned exactly to its nearest
+palette entry. An image with at most K distinct colours is returned losslessly.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 
 from icsd.errors import SettingsError
 from icsd.params import Strategy
-from icsd.quantize.histogram import Histogram, histogram
+from icsd.quantize.histogram import histogram
 from icsd.quantize.registry import lookup
 
 __all__ = ["Quantized", "quantize"]
@@ -32,7 +32,7 @@ class Quantized:
     """A palette image: `palette[indices]` gives the quantized pixels.
 
     palette: (K', 3) uint8 for RGB input or (K',) uint8 for grayscale, K' <= K.
-    indices: (H, W) uint8 (uint16 only if K' > 256, which the pipeline never asks for).
+    indices: (H, W) uint8 (K <= 256).
     """
 
     palette: np.ndarray
@@ -48,16 +48,16 @@ def quantize(pixels: np.ndarray, colors: int, strategy: str | Strategy = "kmeans
     fit = lookup(strategy)  # SettingsError for unknown names and size-only
     _validate(pixels, colors)
     hist = histogram(pixels)
-    if hist.colors.shape[0] <= colors:  # nothing to cluster: keep every colour exactly
-        return _result(hist, hist.colors, np.arange(hist.colors.shape[0]))
-    palette, labels = fit(hist.colors, hist.counts, int(colors), int(seed))
+    if hist.at_most(colors):  # nothing to cluster: keep every colour exactly
+        return _result(hist.colors, hist.expand(np.arange(hist.colors.shape[0], dtype=np.uint8)))
+    palette, indices = fit(hist, int(colors), int(seed))
     # Rounding can merge centres and a palette entry can end up nobody's nearest: keep each used
     # colour once (sorted), so the palette never wastes PNG slots.
-    used = np.bincount(labels, minlength=palette.shape[0]) > 0
+    used = np.bincount(indices.ravel(), minlength=palette.shape[0]) > 0
     palette, inverse = np.unique(palette[used], axis=0, return_inverse=True)
-    remap = np.zeros(used.size, dtype=np.intp)
+    remap = np.zeros(used.size, dtype=np.uint8)
     remap[used] = inverse.ravel()
-    return _result(hist, palette, remap[labels])
+    return _result(palette, remap[indices])
 
 
 def _validate(pixels: np.ndarray, colors: int) -> None:
@@ -80,9 +80,7 @@ def _validate(pixels: np.ndarray, colors: int) -> None:
         raise ValueError(f"image too large to quantize: {pixels.shape[0]}x{pixels.shape[1]} pixels")
 
 
-def _result(hist: Histogram, palette: np.ndarray, labels: np.ndarray) -> Quantized:
-    dtype = np.uint8 if palette.shape[0] <= 256 else np.uint16
-    indices = hist.expand(labels.astype(dtype))
-    if hist.colors.shape[1] == 1:
+def _result(palette: np.ndarray, indices: np.ndarray) -> Quantized:
+    if palette.shape[1] == 1:  # grey
         palette = palette[:, 0]
     return Quantized(np.ascontiguousarray(palette), indices)

@@ -1,7 +1,9 @@
-"""Typed wrappers over the compiled k-means kernels (`_lloyd.c`), which are optional.
+"""Typed wrappers over the compiled kernels, which are optional: k-means over weighted colours (`_lloyd.c`) and
+passes over an image's pixels (`_pixels.c`).
 
-The extension is built at install time when a C compiler is present; without it `AVAILABLE` is False and
-our k-means runs its NumPy kernels (`lloyd.py`), the reference the compiled ones are tested against.
+The extensions are built at install time when a C compiler is present; without them `AVAILABLE` is False and
+the quantizers run their NumPy kernels (`lloyd.py`, `histogram.py`), the reference the compiled ones are
+tested against.
 Setting ICSD_PURE_NUMPY=1 in the environment ignores the extension (for comparisons and debugging).
 """
 
@@ -12,22 +14,25 @@ from types import ModuleType
 
 import numpy as np
 
-from icsd.quantize.histogram import _moments
+from icsd.quantize.bins import Bins, _moments, _unpack
 
-__all__ = ["AVAILABLE", "lloyd", "assign", "split", "round_and_assign"]
+__all__ = ["AVAILABLE", "lloyd", "assign", "split", "round_and_assign", "pixel_bins", "nearest_pixels"]
+
+# bin_pixels sums channels in uint32: exact below this many pixels (larger images use the exact histogram).
+PIXEL_BINS_MAX = 1 << 24
 
 
-def _load() -> ModuleType | None:
+def _load() -> tuple[ModuleType, ModuleType] | tuple[None, None]:
     if os.environ.get("ICSD_PURE_NUMPY", "") not in ("", "0"):
-        return None
+        return None, None
     try:
-        from icsd.quantize import _lloyd
+        from icsd.quantize import _lloyd, _pixels
     except ImportError:
-        return None
-    return _lloyd
+        return None, None
+    return _lloyd, _pixels
 
 
-_kernels = _load()
+_kernels, _pixel_kernels = _load()
 AVAILABLE = _kernels is not None
 
 
@@ -97,3 +102,29 @@ def round_and_assign(x: np.ndarray, centres: np.ndarray, labels: np.ndarray) -> 
     from `labels` (the partition the centres came from: nearly right after rounding)."""
     palette = np.clip(np.rint(centres), 0, 255)
     return palette.astype(np.uint8), assign(x, palette, labels)
+
+
+def pixel_bins(pixels: np.ndarray, bits: int) -> Bins | None:
+    """The colour histogram of (H, W, 3) uint8 `pixels` binned to `bits` per channel, read straight from the
+    pixels (no exact histogram): the same bins, in the same order, as `histogram.binned` over the exact
+    colours, but without `inverse`. None when the image has too many pixels for the kernel's exact sums."""
+    assert _pixel_kernels is not None, "the compiled kernels are not built"
+    n = pixels.shape[0] * pixels.shape[1]
+    if n >= PIXEL_BINS_MAX:
+        return None
+    keys, counts, sums = _pixel_kernels.bin_pixels(np.ascontiguousarray(pixels), n, bits)
+    weights = np.frombuffer(counts, dtype=np.int64).astype(np.float64)
+    total = np.frombuffer(sums, dtype=np.int64).reshape(-1, 3).astype(np.float64)
+    coords = _unpack(np.frombuffer(keys, dtype=np.int32).astype(np.intp), bits, 3)
+    return Bins(total / weights[:, None], weights, total, coords, None)
+
+
+def nearest_pixels(pixels: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """(H, W) uint8 index of the exact nearest entry of a (K, 3) uint8 palette (K <= 256) for every pixel of
+    (H, W, 3) uint8 `pixels`; ties go to the lowest index."""
+    assert _pixel_kernels is not None, "the compiled kernels are not built"
+    h, w = pixels.shape[:2]
+    out = np.empty((h, w), dtype=np.uint8)
+    pal = np.ascontiguousarray(palette, dtype=np.uint8)
+    _pixel_kernels.nearest_pixels(np.ascontiguousarray(pixels), h * w, pal, pal.shape[0], out)
+    return out

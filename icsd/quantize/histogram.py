@@ -1,47 +1,86 @@
-"""Colour histograms: the distinct colours of an image with their pixel counts.
+"""An image's colour histogram, computed only as far as a strategy needs it.
 
-Every strategy clusters the weighted histogram instead of the pixels: the k-means objective is the
-same (a colour repeated n times is one point of weight n) and photos have far fewer distinct colours
-than pixels. `Histogram.expand` maps per-colour labels back to an (H, W) index image.
+Every strategy clusters the weighted histogram instead of the pixels: the k-means objective is the same
+(a colour repeated n times is one point of weight n) and photos have far fewer distinct colours than
+pixels. Two views of it:
+
+- `bins()`: the histogram binned to BIN_BITS per channel (exact bin moments). With the compiled kernels
+  it is read straight from the pixels in one pass;
+- `colors`/`counts`: the exact distinct colours, by sorting every pixel (the largest single cost of
+  quantizing a photo), computed on first use only. Small-K k-means and MiniBatch never need them: they
+  solve on the bins and give each pixel its exact nearest palette entry with `index`.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Histogram", "histogram", "Bins", "binned", "coarsened", "refined"]
+from icsd.quantize import compiled
+from icsd.quantize.bins import Bins, binned
+from icsd.quantize.nearest import nearest
+
+__all__ = ["BIN_BITS", "Histogram", "histogram"]
+
+BIN_BITS = 6  # 4 levels per bin: fine enough that seeding and Lloyd on bins land near the exact optimum
 
 # Pixels per chunk when scattering labels back: bounds the intp temporaries NumPy makes for fancy indexing.
 _CHUNK = 1 << 16
-# Bin keys of up to this many bits are grouped through a dense table (2 MB of intp at 18 bits).
-_TABLE_BITS = 18
+# On little-endian machines the low 32-bit word (the pixel index) of each uint64 comes first.
+_INDEX_WORD = 0 if sys.byteorder == "little" else 1
 
 
-@dataclass(frozen=True, slots=True)
 class Histogram:
-    """Distinct colours (U, D) uint8 (D = 3 for RGB, 1 for grey), their counts (U,), and how to map back.
+    """The colours of one valid (H, W) grey or (H, W, 3) RGB uint8 image; see the module docstring."""
 
-    `_order` holds, for RGB, the sorted packed (colour << 32 | pixel index) keys so `expand` needs no
-    (N,) intp inverse array; for grey it is None and the pixels themselves index a lookup table.
-    """
+    __slots__ = ("_bins", "_colors", "_counts", "_order", "pixels", "shape")
 
-    colors: np.ndarray
-    counts: np.ndarray
-    shape: tuple[int, ...]
-    _pixels: np.ndarray | None
-    _order: np.ndarray | None
+    def __init__(self, pixels: np.ndarray) -> None:
+        self.pixels = pixels
+        self.shape = pixels.shape
+        self._colors: np.ndarray | None = None
+        self._counts: np.ndarray | None = None
+        self._order: np.ndarray | None = None  # RGB: sorted (colour << 32 | pixel index) keys, for expand
+        self._bins: Bins | None = None
+
+    @property
+    def colors(self) -> np.ndarray:
+        """(U, D) uint8 distinct colours, sorted (D = 3 for RGB, 1 for grey)."""
+        if self._colors is None:
+            self._exact()
+        assert self._colors is not None
+        return self._colors
+
+    @property
+    def counts(self) -> np.ndarray:
+        """(U,) pixel count of each distinct colour."""
+        if self._counts is None:
+            self._exact()
+        assert self._counts is not None
+        return self._counts
+
+    def bins(self) -> Bins:
+        """The histogram binned to BIN_BITS per channel; `inverse` is None when read from the pixels."""
+        if self._bins is None:
+            direct = self._colors is None and self.pixels.ndim == 3 and compiled.AVAILABLE
+            pixel_bins = compiled.pixel_bins(self.pixels, BIN_BITS) if direct else None
+            self._bins = pixel_bins or binned(self.colors, self.counts, BIN_BITS)
+        return self._bins
+
+    def at_most(self, k: int) -> bool:
+        """Whether the image has at most `k` distinct colours (more bins than k settle it without sorting)."""
+        if self._colors is None and self.pixels.ndim == 3 and compiled.AVAILABLE and self.bins().weights.size > k:
+            return False
+        return self.colors.shape[0] <= k
 
     def expand(self, labels: np.ndarray) -> np.ndarray:
         """(U,) label per distinct colour -> (H, W) label per pixel, same dtype as `labels`."""
-        if self._pixels is not None:  # grey: a 256-entry lookup table indexed by the pixel values
+        colors = self.colors
+        if self._order is None:  # grey: a 256-entry lookup table indexed by the pixel values
             lut = np.zeros(256, dtype=labels.dtype)
-            lut[self.colors[:, 0]] = labels
-            return lut[self._pixels]
-        assert self._order is not None
+            lut[colors[:, 0]] = labels
+            return lut[self.pixels]
         n = self._order.size
         per_pixel = np.repeat(labels, self.counts)  # in sorted-key order
         index = self._order.view(np.uint32)[_INDEX_WORD::2]  # pixel index of each sorted entry
@@ -51,21 +90,28 @@ class Histogram:
             out[index[start:stop]] = per_pixel[start:stop]
         return out.reshape(self.shape[:2])
 
+    def index(self, palette: np.ndarray) -> np.ndarray:
+        """(H, W) uint8 index of the exact nearest entry of a (K <= 256, D) uint8 palette for every pixel."""
+        if self._colors is None and self.pixels.ndim == 3 and compiled.AVAILABLE:
+            return compiled.nearest_pixels(self.pixels, palette)
+        labels, _ = nearest(self.colors.astype(np.float64), palette.astype(np.float64))
+        return self.expand(labels.astype(np.uint8))
+
+    def _exact(self) -> None:
+        if self.pixels.ndim == 2:
+            counts = np.bincount(self.pixels.ravel(), minlength=256)
+            levels = np.flatnonzero(counts)
+            self._colors, self._counts = levels.astype(np.uint8)[:, None], counts[levels]
+        else:
+            self._colors, self._counts, self._order = _rgb_histogram(self.pixels)
+
 
 def histogram(pixels: np.ndarray) -> Histogram:
-    """The colour histogram of a valid (H, W) or (H, W, 3) uint8 image."""
-    if pixels.ndim == 2:
-        counts = np.bincount(pixels.ravel(), minlength=256)
-        levels = np.flatnonzero(counts)
-        return Histogram(levels.astype(np.uint8)[:, None], counts[levels], pixels.shape, pixels, None)
-    return _rgb_histogram(pixels)
+    """The (lazy) colour histogram of a valid (H, W) or (H, W, 3) uint8 image."""
+    return Histogram(pixels)
 
 
-# On little-endian machines the low 32-bit word (the pixel index) of each uint64 comes first.
-_INDEX_WORD = 0 if sys.byteorder == "little" else 1
-
-
-def _rgb_histogram(pixels: np.ndarray) -> Histogram:
+def _rgb_histogram(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sort (packed RGB << 32 | pixel index) once: distinct colours, counts and the inverse in 8 bytes/pixel.
 
     One in-place uint64 sort is several times faster than np.unique(return_inverse=True) (an argsort)
@@ -92,91 +138,4 @@ def _rgb_histogram(pixels: np.ndarray) -> Histogram:
     colors[:, 0] = uniq >> 16
     colors[:, 1] = uniq >> 8
     colors[:, 2] = uniq
-    return Histogram(colors, counts, pixels.shape, None, order)
-
-
-@dataclass(frozen=True, slots=True)
-class Bins:
-    """The histogram coarsened to `bits` per channel: exact per-bin weights, sums and means.
-
-    `sums` are exact integers (sum of count x colour), so k-means moments built from them stay exact.
-    """
-
-    means: np.ndarray  # (M, D) float64
-    weights: np.ndarray  # (M,) float64
-    sums: np.ndarray  # (M, D) float64
-    coords: np.ndarray  # (M, D) intp bin coordinates in [0, 2**bits)
-    inverse: np.ndarray  # (U,) bin of each distinct colour
-
-
-def binned(colors: np.ndarray, counts: np.ndarray, bits: int) -> Bins:
-    """Group distinct colours into cubes of 2**(8 - bits) levels per channel."""
-    d = colors.shape[1]
-    key = _pack((colors >> (8 - bits)).astype(np.intp), bits)
-    if bits * d <= _TABLE_BITS:  # a dense table over every bin key: no sort (np.unique argsorts)
-        uniq, inverse = _group(key, 1 << (bits * d))
-    else:
-        uniq, inverse = np.unique(key, return_inverse=True)
-    weights, sums = _moments(inverse, uniq.size, counts, lambda j: counts * colors[:, j], d)
-    return Bins(sums / weights[:, None], weights, sums, _unpack(uniq, bits, d), inverse)
-
-
-def coarsened(bins: Bins, bits: int, shift: int = 1) -> Bins:
-    """`bins` (at `bits` per channel) merged into cubes `shift` bits coarser, from their exact moments:
-    as `binned(colors, counts, bits - shift)` but over the M bins instead of the U colours, and with
-    `inverse` mapping each input bin (not each colour) to its coarse bin."""
-    d = bins.coords.shape[1]
-    out_bits = bits - shift
-    uniq, inverse = _group(_pack(bins.coords >> shift, out_bits), 1 << (out_bits * d))
-    weights, sums = _moments(inverse, uniq.size, bins.weights, lambda j: bins.sums[:, j], d)
-    return Bins(sums / weights[:, None], weights, sums, _unpack(uniq, out_bits, d), inverse)
-
-
-def refined(bins: Bins, colors: np.ndarray, counts: np.ndarray, bits: int) -> tuple[Bins, np.ndarray]:
-    """`bins` (at `bits` per channel, built from these colours) split one bit finer: the same bins as
-    `binned(colors, counts, bits + 1)` in another order, found through a dense (parent bin, octant) table
-    instead of a sort. Also returns the parent (input) bin of every new bin."""
-    d = colors.shape[1]
-    octant = _pack((colors >> (7 - bits)) & 1, 1)
-    uniq, inverse = _group(bins.inverse * (1 << d) + octant, bins.weights.size << d)
-    weights, sums = _moments(inverse, uniq.size, counts, lambda j: counts * colors[:, j], d)
-    parent = uniq >> d
-    coords = (bins.coords.take(parent, axis=0) << 1) | _unpack(uniq & ((1 << d) - 1), 1, d)
-    return Bins(sums / weights[:, None], weights, sums, coords, inverse), parent
-
-
-def _pack(coords: np.ndarray, bits: int) -> np.ndarray:
-    """(N, D) per-channel cube coordinates of `bits` bits -> one integer key per row."""
-    key = coords[:, 0].astype(np.intp)
-    for j in range(1, coords.shape[1]):
-        key = (key << bits) | coords[:, j]
-    return key
-
-
-def _unpack(keys: np.ndarray, bits: int, d: int) -> np.ndarray:
-    """Inverse of `_pack`: keys -> (M, D) intp coordinates."""
-    coords = np.empty((keys.size, d), dtype=np.intp)
-    for j in range(d):
-        coords[:, j] = (keys >> (bits * (d - 1 - j))) & ((1 << bits) - 1)
-    return coords
-
-
-def _group(key: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted distinct keys and each row's index among them, through a dense table of `size` slots."""
-    occupied = np.bincount(key, minlength=size) > 0
-    uniq = np.flatnonzero(occupied)
-    table = np.empty(occupied.size, dtype=np.intp)
-    table[uniq] = np.arange(uniq.size)
-    return uniq, table[key]
-
-
-def _moments(
-    inverse: np.ndarray, m: int, weight: np.ndarray, weighted: Callable[[int], np.ndarray], d: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-group total weight and weighted sums; `weighted(j)` is channel j already multiplied by weight
-    (built one channel at a time so no (N, D) float temporary is allocated)."""
-    weights = np.bincount(inverse, weights=weight, minlength=m).astype(np.float64)
-    sums = np.empty((m, d))
-    for j in range(d):
-        sums[:, j] = np.bincount(inverse, weights=weighted(j), minlength=m)
-    return weights, sums
+    return colors, counts, order

@@ -3,11 +3,14 @@
 Same objective as k-means over the pixels (sum of squared colour errors), computed on the distinct
 colours weighted by their counts, coarse to fine. Two implementations of the same plan:
 
-- compiled (`compiled.py` over `_lloyd.c`, used whenever it was built): seeds by greedy binary splitting
-  of the 6-bit bins, then Lloyd to a relative SSE change <= 1e-4 on the 6-bit bins, the 7-bit bins and
-  the exact colours in turn, each warm-started from the partition before; C makes the tight tolerance on
-  every level affordable, which is where its lower error comes from (measured on the benchmark photos:
-  0.3-0.8 % below the NumPy path, in about half its time);
+- compiled (`compiled.py` over `_lloyd.c` and `_pixels.c`, used whenever they were built): seeds by greedy
+  binary splitting of the 6-bit bins, then Lloyd to a relative SSE change <= 1e-4 on the 6-bit bins, the
+  7-bit bins and the exact colours in turn, each warm-started from the partition before; C makes the tight
+  tolerance on every level affordable, which is where its lower error comes from (measured on the
+  benchmark photos: 0.3-0.8 % below the NumPy path, in about half its time). Below K = 64 it stops at the
+  6-bit bins, read straight from the pixels, and gives every pixel its exact nearest palette entry: the
+  finer levels gained < 0.1 % there (measured: error 1.0005x with them skipped, geometric mean over the
+  benchmark photos at K = 16), and skipping them skips the exact histogram, a sort of every pixel;
 - NumPy (the reference and fallback, below):
 
 1. bin the histogram to 6 bits per channel (exact bin moments) when that shrinks it enough;
@@ -32,15 +35,15 @@ from __future__ import annotations
 import numpy as np
 
 from icsd.quantize import compiled
-from icsd.quantize.histogram import Bins, binned, coarsened, refined
+from icsd.quantize.bins import Bins, binned, coarsened, refined, with_inverse
+from icsd.quantize.histogram import BIN_BITS, Histogram
 from icsd.quantize.kmeans1d import optimal_kmeans_1d
 from icsd.quantize.lloyd import MAX_ITER, RELAX, Partition, assign_rounded, inherit, lloyd
 from icsd.quantize.nearest import round_and_assign
 from icsd.quantize.split import split_init
 
-__all__ = ["weighted_kmeans", "numpy_kmeans", "compiled_kmeans", "BIN_BITS"]
+__all__ = ["weighted_kmeans", "numpy_kmeans", "compiled_kmeans"]
 
-BIN_BITS = 6  # 4 levels per bin: fine enough that seeding and Lloyd on bins land near the exact optimum
 # Solve on the bins first only if they are this much fewer than the distinct colours.
 _MIN_BIN_GAIN = 1.5
 _MIN_POINTS_PER_CENTRE = 16  # a coarser level is used only with at least this many bins per centre
@@ -51,48 +54,68 @@ MID_MIN_K = 128  # from this K, add a level of 7-bit bins before the exact colou
 MID_TOL = 1e-3  # Lloyd on the 7-bit bins
 
 
-# Compiled path: Lloyd tolerance on every level, except the exact colours for K < COMPILED_MID_MIN_K, which
-# use FINE_TOL (1e-3): below K = 64 each exact iteration costs about as much as all the binned ones, for
-# < 0.4 % lower error; from K = 64 a 7-bit level runs between the 6-bit bins and the exact colours.
+# Compiled path: Lloyd tolerance on every level. Below COMPILED_MID_MIN_K it stops at the 6-bit bins (see the
+# module docstring); from K = 64 a 7-bit level runs between the 6-bit bins and the exact colours.
 COMPILED_TOL = 1e-4
 COMPILED_MID_MIN_K = 64
 
 
-def weighted_kmeans(colors: np.ndarray, counts: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(palette (k', D) uint8, exact nearest-palette label per colour) for U > k distinct colours.
+def weighted_kmeans(hist: Histogram, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(palette (k', D) uint8, (H, W) uint8 index of every pixel's exact nearest entry) for an image of more
+    than k distinct colours.
 
     Deterministic; `seed` is accepted for the common strategy signature but nothing here is random.
     """
-    if colors.shape[1] == 1:
-        return round_and_assign(colors, optimal_kmeans_1d(colors, counts, k))
-    if compiled.AVAILABLE:
-        return compiled_kmeans(colors, counts, k)
-    return numpy_kmeans(colors, counts, k)
+    if hist.pixels.ndim == 2:
+        palette, labels = round_and_assign(hist.colors, optimal_kmeans_1d(hist.colors, hist.counts, k))
+    elif compiled.AVAILABLE:
+        return compiled_kmeans(hist, k)
+    else:
+        palette, labels = numpy_kmeans(hist.colors, hist.counts, k)
+    return palette, hist.expand(labels.astype(np.uint8))
 
 
-def compiled_kmeans(colors: np.ndarray, counts: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The compiled path for U > k distinct RGB colours: split seeds, then Lloyd on 6-bit bins, 7-bit bins
-    and the exact colours (levels that would not be clearly smaller than the next are skipped)."""
+def compiled_kmeans(hist: Histogram, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The compiled path for an RGB image of more than k colours: split seeds, then Lloyd on the 6-bit bins,
+    and from K = 64 on the 7-bit bins and the exact colours (a level that would not be clearly smaller than
+    the next is skipped). Returns the palette and every pixel's exact nearest entry."""
+    bins = hist.bins()
+    few = bins.weights.size < _MIN_POINTS_PER_CENTRE * k
+    if few or (k >= COMPILED_MID_MIN_K and bins.weights.size * _MIN_BIN_GAIN > hist.colors.shape[0]):
+        return _compiled_exact(hist, k)  # too few colours for bins to help
+    bw, bwx = bins.weights.astype(np.int64), bins.sums.astype(np.int64)
+    centres, labels = compiled.split(bins.coords, bw, bwx, k, 1 << BIN_BITS)
+    centres, labels = _compiled_lloyd(bins.means, bw, bwx, centres, labels)
+    if k < COMPILED_MID_MIN_K:
+        palette = np.clip(np.rint(centres), 0, 255).astype(np.uint8)
+        return palette, hist.index(palette)
+    colors, counts = hist.colors, hist.counts
+    bins = with_inverse(bins, colors, BIN_BITS)
+    mid, parent = refined(bins, colors, counts, BIN_BITS)
+    if mid.weights.size * _MIN_BIN_GAIN <= colors.shape[0]:
+        mw, mwx = mid.weights.astype(np.int64), mid.sums.astype(np.int64)
+        centres, labels = _compiled_lloyd(mid.means, mw, mwx, centres, labels[parent])
+        labels = labels[mid.inverse]
+    else:
+        labels = labels[bins.inverse]
+    w = counts.astype(np.int64)
+    x = colors.astype(np.float64)
+    centres, labels = _compiled_lloyd(x, w, w[:, None] * colors, centres, labels)
+    palette, labels = compiled.round_and_assign(x, centres, labels)
+    return palette, hist.expand(labels.astype(np.uint8))
+
+
+def _compiled_exact(hist: Histogram, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split seeds and Lloyd on the exact colours (images with too few colours for bins to help)."""
+    colors, counts = hist.colors, hist.counts
     w = counts.astype(np.int64)
     wx = w[:, None] * colors
-    bins = binned(colors, counts, BIN_BITS)
-    if bins.weights.size * _MIN_BIN_GAIN > colors.shape[0] or bins.weights.size < _MIN_POINTS_PER_CENTRE * k:
-        # Too few colours for bins to help: seed and solve on the exact colours.
-        centres, labels = compiled.split(colors, w, wx, k, 256)
-    else:
-        bw, bwx = bins.weights.astype(np.int64), bins.sums.astype(np.int64)
-        centres, labels = compiled.split(bins.coords, bw, bwx, k, 1 << BIN_BITS)
-        centres, labels = _compiled_lloyd(bins.means, bw, bwx, centres, labels)
-        mid, parent = refined(bins, colors, counts, BIN_BITS) if k >= COMPILED_MID_MIN_K else (None, None)
-        if mid is not None and mid.weights.size * _MIN_BIN_GAIN <= colors.shape[0]:
-            mw, mwx = mid.weights.astype(np.int64), mid.sums.astype(np.int64)
-            centres, labels = _compiled_lloyd(mid.means, mw, mwx, centres, labels[parent])
-            labels = labels[mid.inverse]
-        else:
-            labels = labels[bins.inverse]
+    centres, labels = compiled.split(colors, w, wx, k, 256)
     x = colors.astype(np.float64)
-    centres, labels = _compiled_lloyd(x, w, wx, centres, labels, COMPILED_TOL if k >= COMPILED_MID_MIN_K else FINE_TOL)
-    return compiled.round_and_assign(x, centres, labels)
+    tol = COMPILED_TOL if k >= COMPILED_MID_MIN_K else FINE_TOL
+    centres, labels = _compiled_lloyd(x, w, wx, centres, labels, tol)
+    palette, labels = compiled.round_and_assign(x, centres, labels)
+    return palette, hist.expand(labels.astype(np.uint8))
 
 
 def _compiled_lloyd(

@@ -1,9 +1,10 @@
-"""Strategy name -> function that turns a weighted colour histogram into a palette and labels.
+"""Strategy name -> function that turns an image's colour histogram into a palette and an index image.
 
-A strategy sees only the distinct colours and their counts (already validated, more than `k` of them)
-and returns a uint8 palette plus, for every distinct colour, the index of its exact nearest palette
-entry (`nearest.round_and_assign` does both for float centres). Mapping back to pixels is shared, so a
-new strategy is one function and one `register` call.
+A strategy sees the image's lazy `Histogram` (already validated, more than `k` distinct colours): the
+binned histogram, and the exact distinct colours with their counts when it asks for them. It returns a
+uint8 palette and, for every pixel, the index of its exact nearest palette entry: `Histogram.index` does
+that for any palette; `Histogram.expand` maps per-colour labels (from `nearest.round_and_assign`) back to
+the pixels. A new strategy is one function and one `register` call.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ import numpy as np
 
 from icsd.errors import SettingsError
 from icsd.params import Strategy
+from icsd.quantize.histogram import Histogram
 from icsd.quantize.kmeans import weighted_kmeans
 
 __all__ = ["StrategyFn", "register", "lookup"]
 
-# (colors (U, D) uint8, counts (U,) int64, k, seed) -> (palette (k', D) uint8 with k' <= k, labels (U,) int).
-StrategyFn = Callable[[np.ndarray, np.ndarray, int, int], tuple[np.ndarray, np.ndarray]]
+# (histogram, k, seed) -> (palette (k', D) uint8 with k' <= k, indices (H, W) uint8 into the palette).
+StrategyFn = Callable[[Histogram, int, int], tuple[np.ndarray, np.ndarray]]
 
 _REGISTRY: dict[Strategy, StrategyFn] = {}
 
@@ -45,10 +47,10 @@ def lookup(name: str | Strategy) -> StrategyFn:
 def _sklearn(name: str) -> StrategyFn:
     """Import scikit-learn on first use: it costs ~1 s of start-up in every worker that never needs it."""
 
-    def run(colors: np.ndarray, counts: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    def run(hist: Histogram, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         from icsd.quantize import sklearn_backend
 
-        return getattr(sklearn_backend, name)(colors, counts, k, seed)
+        return getattr(sklearn_backend, name)(hist, k, seed)
 
     return run
 

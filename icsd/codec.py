@@ -31,11 +31,16 @@ from icsd.errors import DecodeError, IcsdError, ImageTooLargeError
 
 __all__ = ["PNG_COMPRESS_LEVEL", "Decoded", "decode", "encode_palette_png", "encode_png", "normalize_mode"]
 
-# zlib level for PNG output. Measured on the benchmark's 15 camera JPEGs downsampled 5x (bench/out/camera):
-# 16-colour palette PNGs take 0.21 s in all at level 6 and 0.12 s at 5 for +0.4 % bytes (4: 0.10 s, +1.3 %;
-# 1: 0.07 s, +15 %; 9: 1.4 s, -2.6 %); truecolour (size-only) 0.62 s at 6, 0.34 s at 5, +0.3 %. Level 5 is
-# the knee: almost every byte of 6 at half its time.
+# zlib settings for PNG output, measured on the benchmark's 15 camera JPEGs downsampled 5x (bench/out/camera).
+# Level: 16-colour palette PNGs take 0.21 s in all at level 6 and 0.12 s at 5 for +0.4 % bytes (4: 0.10 s,
+# +1.3 %; 1: 0.07 s, +15 %; 9: 1.4 s, -2.6 %). Strategy: zlib's run-length-only Z_RLE is both faster and
+# smaller where runs dominate: palettes of <= 16 colours, packed 1-4 bits per pixel (K = 2/4/16: -10/-8/-4.5 %
+# bytes, 1.6-2.2x faster than the default strategy), and filtered truecolour or grey (-1.8/-2.5 % bytes, 2.4x
+# faster); on 8-bit palette indices it costs +23-28 % bytes, so those keep the default strategy.
 PNG_COMPRESS_LEVEL = 5
+_Z_RLE = 3  # zlib.Z_RLE, passed to Pillow's PNG encoder as compress_type
+_Z_DEFAULT_STRATEGY = 0
+_PACKED_PALETTE_MAX = 16  # Pillow writes palettes of up to 16 entries at 1, 2 or 4 bits per pixel
 
 # EXIF orientation -> the transpose that makes the picture upright (the table of ImageOps.exif_transpose).
 _UPRIGHT = {
@@ -150,20 +155,23 @@ def encode_palette_png(palette: np.ndarray, indices: np.ndarray) -> bytes:
         raise ValueError(f"indices must be < palette length {len(palette)}, got max {int(indices.max())}")
     img = Image.fromarray(np.ascontiguousarray(indices, dtype=np.uint8))
     img.putpalette(palette.tobytes())  # L -> P with a palette of exactly K entries
-    return _save_png(img)
+    return _save_png(img, _Z_RLE if len(palette) <= _PACKED_PALETTE_MAX else _Z_DEFAULT_STRATEGY)
 
 
 def encode_png(img: Image.Image) -> bytes:
     """A truecolour (RGB) or grey (L) PNG of `img`, without metadata (size-only output)."""
     if img.mode not in ("RGB", "L"):
         raise ValueError(f"encode_png needs an RGB or L image, got mode {img.mode}")
-    return _save_png(img)
+    return _save_png(img, _Z_RLE)
 
 
-def _save_png(img: Image.Image) -> bytes:
+def _save_png(img: Image.Image, strategy: int) -> bytes:
     buf = io.BytesIO()
     # Pillow copies an ICC profile and transparency from img.info unless told otherwise.
-    img.save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL, icc_profile=None, transparency=None, exif=b"")
+    img.save(
+        buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL, compress_type=strategy, icc_profile=None,
+        transparency=None, exif=b"",
+    )
     return buf.getvalue()
 
 

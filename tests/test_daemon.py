@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from tests.harness import sample_image, wait_until, write_image
+from tests.harness import descendants, sample_image, wait_until, write_image
 
 
 def test_existing_files_are_compressed_then_sigterm_exits_zero_with_summary(start_daemon, tmp_path: Path) -> None:
@@ -132,3 +132,38 @@ def test_a_second_daemon_on_the_same_state_folder_is_refused(start_daemon) -> No
     write_image(first.input / "still.jpg", sample_image(crop=96))
     first.wait_for_outputs(["still.png"])  # the first one is unharmed
     assert first.stop() == 0
+
+
+def test_daemon_leaves_the_image_stack_to_single_threaded_workers(start_daemon) -> None:
+    """The daemon process itself never loads NumPy or Pillow (they are the workers' start-up cost, paid once
+    in the fork server); the fork server and its workers run with one BLAS/OpenMP thread from the start."""
+    daemon = start_daemon()
+    write_image(daemon.input / "warm.jpg", sample_image(crop=96))
+    daemon.wait_for_outputs(["warm.png"])
+    daemon_maps = Path(f"/proc/{daemon.pid}/maps").read_text()
+    assert "_multiarray_umath" not in daemon_maps and "PIL/_imaging" not in daemon_maps
+    pool = [pid for pid in descendants(daemon.pid) if "_multiarray_umath" in _maps(pid)]
+    assert pool  # the fork server and the workers
+    for pid in pool:
+        env = _environ(pid)
+        assert {"OPENBLAS_NUM_THREADS=1", "OMP_NUM_THREADS=1"} <= env, pid
+    assert daemon.stop(signal.SIGTERM) == 0
+
+
+def _environ(pid: int) -> set[str]:
+    return set(Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace").split("\0"))
+
+
+def _maps(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/maps").read_text()
+    except OSError:  # exited meanwhile
+        return ""
+
+
+def test_starting_the_worker_server_leaves_this_process_environment_alone() -> None:
+    from icsd.executor import WORKER_ENV, start_worker_server
+
+    before = {name: os.environ.get(name) for name in WORKER_ENV}
+    start_worker_server()
+    assert {name: os.environ.get(name) for name in WORKER_ENV} == before

@@ -226,3 +226,101 @@ def test_compiled_path_is_no_worse_than_numpy_path(
     reference = quantize(noisy_photo, k)
     assert fast.palette.shape[0] <= k
     assert _mse(fast, noisy_photo) <= 1.003 * _mse(reference, noisy_photo)
+
+
+# --- compiled pixel passes (`_pixels.c`): bins and nearest entries read straight from the pixels ---------
+
+
+@needs_compiled
+@pytest.mark.parametrize("bits", [3, 5, 6])
+def test_pixel_bins_equal_binning_the_exact_histogram(bits: int, noisy_photo: np.ndarray) -> None:
+    hist = histogram(noisy_photo)
+    want = binned(hist.colors, hist.counts, bits)
+    got = compiled.pixel_bins(noisy_photo, bits)
+    assert got is not None and got.inverse is None
+    for name in ("coords", "weights", "sums", "means"):
+        assert np.array_equal(getattr(got, name), getattr(want, name)), name
+
+
+@needs_compiled
+def test_pixel_bins_leave_the_largest_images_to_the_exact_histogram(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beyond PIXEL_BINS_MAX pixels the kernel's uint32 sums could overflow: no bins, the exact path runs."""
+    pixels = np.random.default_rng(2).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    monkeypatch.setattr(compiled, "PIXEL_BINS_MAX", 64 * 64)
+    assert compiled.pixel_bins(pixels, 6) is None
+    q = quantize(pixels, 16)
+    assert q.palette.shape[0] <= 16 and q.indices.shape == (64, 64)
+
+
+def _brute_nearest(pixels: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """numpy.argmin over exact integer distances: the lowest index among equally near entries."""
+    x = pixels.reshape(-1, 3).astype(np.int64)
+    d2 = ((x[:, None, :] - palette.astype(np.int64)[None, :, :]) ** 2).sum(axis=2)
+    return d2.argmin(axis=1).reshape(pixels.shape[:2])
+
+
+@needs_compiled
+@pytest.mark.parametrize("k", [1, 2, 16, 64, 256])
+def test_nearest_pixels_is_exact_with_lowest_index_on_ties(k: int, noisy_photo: np.ndarray) -> None:
+    rng = np.random.default_rng(k)
+    pixels = np.concatenate([noisy_photo[:40, :60], rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)])
+    palette = rng.integers(0, 256, (k, 3)).astype(np.uint8)
+    if k > 2:
+        palette[1] = palette[0]  # a repeated entry: every pixel near it ties, entry 0 must win
+        palette[2] = [10, 10, 10]
+        pixels[0, :2] = [[12, 10, 10], [8, 10, 10]]  # exactly between candidates on one axis is fine too
+    got = compiled.nearest_pixels(pixels, palette)
+    assert got.dtype == np.uint8 and got.shape == pixels.shape[:2]
+    assert np.array_equal(got, _brute_nearest(pixels, palette))
+
+
+@needs_compiled
+def test_nearest_pixels_breaks_exact_ties_towards_the_lowest_index() -> None:
+    palette = np.array([[0, 0, 0], [10, 0, 0], [5, 0, 0], [5, 0, 0]], dtype=np.uint8)
+    pixels = np.array([[[5, 0, 0], [3, 0, 0], [7, 0, 0], [8, 0, 0]]], dtype=np.uint8)
+    # 5 is entries 2 and 3 exactly (2 wins); 3 and 7 are nearest to 5; 8 is nearer to 10 than to 5
+    assert compiled.nearest_pixels(pixels, palette).tolist() == [[2, 2, 2, 1]]
+    tie = np.array([[0, 0, 0], [10, 0, 0]], dtype=np.uint8)
+    assert compiled.nearest_pixels(np.array([[[5, 0, 0]]], dtype=np.uint8), tie).tolist() == [[0]]
+
+
+@needs_compiled
+def test_pixel_kernels_reject_bad_arguments() -> None:
+    from icsd.quantize import _pixels
+
+    pixels = np.zeros((4, 4, 3), dtype=np.uint8)
+    out = np.empty(16, dtype=np.uint8)
+    with pytest.raises(ValueError, match="1 <= k <= 256"):
+        _pixels.nearest_pixels(pixels, 16, np.zeros((0, 3), np.uint8), 0, out)
+    with pytest.raises(ValueError, match="output bytes"):
+        _pixels.nearest_pixels(pixels, 16, np.zeros((2, 3), np.uint8), 2, out[:8])
+    with pytest.raises(ValueError, match="bits"):
+        _pixels.bin_pixels(pixels, 16, 7)
+    with pytest.raises(ValueError, match="3 n bytes"):
+        _pixels.bin_pixels(pixels, 15, 6)
+
+
+@needs_compiled
+@pytest.mark.parametrize("strategy", ["kmeans", "sklearn-minibatch"])
+def test_small_k_never_sorts_the_pixels(
+    strategy: str, noisy_photo: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small-K k-means and MiniBatch work from the binned pixels: the exact histogram (a sort of every pixel)
+    is not computed, and every pixel still gets its exact nearest palette entry. K = 64 k-means needs it."""
+    import sys
+
+    histogram_module = sys.modules["icsd.quantize.histogram"]
+    sorts: list[int] = []
+    real = histogram_module._rgb_histogram
+    monkeypatch.setattr(histogram_module, "_rgb_histogram", lambda px: sorts.append(px.size) or real(px))
+    q = quantize(noisy_photo, 16, strategy)
+    assert sorts == []
+    # Exact nearest: the chosen entry is as near as the best one (quantize() sorts the palette afterwards,
+    # so an exact tie may resolve to either of the equally near entries).
+    pal = q.palette.astype(np.int64)
+    x = noisy_photo.astype(np.int64)
+    chosen = ((x - pal[q.indices]) ** 2).sum(axis=2)
+    best = ((x - pal[_brute_nearest(noisy_photo, q.palette)]) ** 2).sum(axis=2)
+    assert np.array_equal(chosen, best)
+    quantize(noisy_photo, 64)
+    assert sorts == [noisy_photo.size]

@@ -7,7 +7,7 @@
  *   and the reset visit only those, in key order. The table is static and reused (the GIL is held: calls never
  *   overlap), so no call pays for allocating and faulting in megabytes of fresh zeroed memory.
  *
- * nearest_pixels: the palette is integer, so distances are exact integers. For each 6-bit cube (4x4x4 colour
+ * nearest_pixels: the palette is integer, so distances are exact integers. For each 5-bit cube (8x8x8 colour
  *   levels) met, the candidate entries are those whose distance to the nearest point of the cube is at most
  *   the smallest distance any entry has to the cube's farthest point; every other entry is strictly farther
  *   from every colour in the cube. Most cubes keep one candidate; a pixel then costs a table lookup, and
@@ -21,7 +21,7 @@
 #include <string.h>
 
 #define MAX_BITS 6
-#define CELL_BITS 6   /* cubes of the nearest-entry cache: 4 levels per channel */
+#define CELL_BITS 5   /* cubes of the nearest-entry cache: 8 levels per channel (5 and 6 measured) */
 #define COARSE_BITS 3 /* their parents, whose candidates are found among all entries: 32 levels */
 #define MAX_PIXELS (1 << 24)
 
@@ -176,7 +176,7 @@ static PyObject *nearest_pixels(PyObject *Py_UNUSED(self), PyObject *args)
     }
     for (int j = 0; j < k; j++)
         all[j] = (uint16_t)j;
-    /* pool offset + 1 of each cube's list; 0 = not computed yet */
+    /* per cube: 0 = not computed yet, > 0: pool offset + 1 of its candidate list, < 0: -1 - its only candidate */
     cells = calloc((size_t)1 << (3 * CELL_BITS), sizeof(int32_t));
     coarse = calloc((size_t)1 << (3 * COARSE_BITS), sizeof(int32_t));
     if (!cells || !coarse || !pool_reserve(&pool, 1)) {
@@ -210,13 +210,23 @@ static PyObject *nearest_pixels(PyObject *Py_UNUSED(self), PyObject *args)
                 break;
             }
             int lo[3] = {(px[0] >> s) << s, (px[1] >> s) << s, (px[2] >> s) << s};
-            cube_candidates(lo, 1 << s, pal, pool.v + parent + 1, pool.v[parent], pool.v + pool.used);
-            cells[key] = (int32_t)pool.used + 1;
-            pool.used += 1 + pool.v[pool.used];
+            uint16_t *list = pool.v + pool.used;
+            cube_candidates(lo, 1 << s, pal, pool.v + parent + 1, pool.v[parent], list);
+            if (list[0] == 1) {
+                cells[key] = -1 - (int32_t)list[1]; /* the answer itself: one load per pixel */
+            } else {
+                cells[key] = (int32_t)pool.used + 1;
+                pool.used += 1 + list[0];
+            }
         }
-        const uint16_t *cand = pool.v + cells[key] - 1;
+        int32_t cell = cells[key];
+        if (cell < 0) {
+            out[i] = (uint8_t)(-1 - cell);
+            continue;
+        }
+        const uint16_t *cand = pool.v + cell - 1;
         int best = cand[1];
-        if (cand[0] > 1) {
+        {
             int32_t best_d = INT32_MAX;
             for (int c = 1; c <= cand[0]; c++) {
                 const uint8_t *p = pal + 3 * cand[c];

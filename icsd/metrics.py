@@ -15,7 +15,6 @@ import platform
 import threading
 import time
 from collections.abc import Callable
-from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from icsd.errors import SettingsError
@@ -178,6 +177,8 @@ def create_metrics(port: int | None, host: str = "127.0.0.1") -> Metrics | NullM
 
 
 def _version() -> str:
+    from importlib import metadata  # only when metrics are served: ~10 ms of every start-up otherwise
+
     try:
         return metadata.version("icsd")
     except metadata.PackageNotFoundError:

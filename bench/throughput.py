@@ -98,7 +98,13 @@ def decode_all(files: list[Path]) -> float:
     return time.perf_counter() - started
 
 
-DECODE_SCRIPT = "import sys\nfrom PIL import Image\nfor p in sys.argv[1:]:\n    with Image.open(p) as im:\n        im.load()\n"
+DECODE_SCRIPT = """\
+import sys
+from PIL import Image
+for path in sys.argv[1:]:
+    with Image.open(path) as image:
+        image.load()
+"""
 
 
 def decode_command(files: list[Path]) -> float:

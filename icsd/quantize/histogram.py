@@ -47,18 +47,12 @@ class Histogram:
     @property
     def colors(self) -> np.ndarray:
         """(U, D) uint8 distinct colours, sorted (D = 3 for RGB, 1 for grey)."""
-        if self._colors is None:
-            self._exact()
-        assert self._colors is not None
-        return self._colors
+        return self._exact()[0]
 
     @property
     def counts(self) -> np.ndarray:
         """(U,) pixel count of each distinct colour."""
-        if self._counts is None:
-            self._exact()
-        assert self._counts is not None
-        return self._counts
+        return self._exact()[1]
 
     def bins(self) -> Bins:
         """The histogram binned to BIN_BITS per channel; `inverse` is None when read from the pixels."""
@@ -97,13 +91,16 @@ class Histogram:
         labels, _ = nearest(self.colors.astype(np.float64), palette.astype(np.float64))
         return self.expand(labels.astype(np.uint8))
 
-    def _exact(self) -> None:
-        if self.pixels.ndim == 2:
-            counts = np.bincount(self.pixels.ravel(), minlength=256)
-            levels = np.flatnonzero(counts)
-            self._colors, self._counts = levels.astype(np.uint8)[:, None], counts[levels]
-        else:
-            self._colors, self._counts, self._order = _rgb_histogram(self.pixels)
+    def _exact(self) -> tuple[np.ndarray, np.ndarray]:
+        """(colors, counts), computed on first use."""
+        if self._colors is None or self._counts is None:
+            if self.pixels.ndim == 2:
+                counts = np.bincount(self.pixels.ravel(), minlength=256)
+                levels = np.flatnonzero(counts)
+                self._colors, self._counts = levels.astype(np.uint8)[:, None], counts[levels]
+            else:
+                self._colors, self._counts, self._order = _rgb_histogram(self.pixels)
+        return self._colors, self._counts
 
 
 def histogram(pixels: np.ndarray) -> Histogram:

@@ -37,7 +37,7 @@ DAEMON_COMMANDS = ("run", "batch")
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] and argv[0] in DAEMON_COMMANDS:
+    if argv and argv[0] in DAEMON_COMMANDS:
         from icsd.executor import start_worker_server
 
         start_worker_server()

@@ -49,7 +49,7 @@ def quantize(pixels: np.ndarray, colors: int, strategy: str | Strategy = "kmeans
     _validate(pixels, colors)
     hist = histogram(pixels)
     if hist.at_most(colors):  # nothing to cluster: keep every colour exactly
-        return _result(hist.colors, hist.expand(np.arange(hist.colors.shape[0], dtype=np.uint8)))
+        return _result(hist.colors, hist.expand(np.arange(hist.colors.shape[0])))
     palette, indices = fit(hist, int(colors), int(seed))
     # Rounding can merge centres and a palette entry can end up nobody's nearest: keep each used
     # colour once (sorted), so the palette never wastes PNG slots.

@@ -34,11 +34,10 @@ _INDEX_WORD = 0 if sys.byteorder == "little" else 1
 class Histogram:
     """The colours of one valid (H, W) grey or (H, W, 3) RGB uint8 image; see the module docstring."""
 
-    __slots__ = ("_bins", "_colors", "_counts", "_order", "pixels", "shape")
+    __slots__ = ("_bins", "_colors", "_counts", "_order", "pixels")
 
     def __init__(self, pixels: np.ndarray) -> None:
         self.pixels = pixels
-        self.shape = pixels.shape
         self._colors: np.ndarray | None = None
         self._counts: np.ndarray | None = None
         self._order: np.ndarray | None = None  # RGB: sorted (colour << 32 | pixel index) keys, for expand
@@ -69,7 +68,8 @@ class Histogram:
         return self.colors.shape[0] <= k
 
     def expand(self, labels: np.ndarray) -> np.ndarray:
-        """(U,) label per distinct colour -> (H, W) label per pixel, same dtype as `labels`."""
+        """(U,) palette index (< 256) per distinct colour -> (H, W) uint8 index per pixel."""
+        labels = labels.astype(np.uint8, copy=False)
         colors = self.colors
         if self._order is None:  # grey: a 256-entry lookup table indexed by the pixel values
             lut = np.zeros(256, dtype=labels.dtype)
@@ -82,14 +82,14 @@ class Histogram:
         for start in range(0, n, _CHUNK):
             stop = start + _CHUNK
             out[index[start:stop]] = per_pixel[start:stop]
-        return out.reshape(self.shape[:2])
+        return out.reshape(self.pixels.shape[:2])
 
     def index(self, palette: np.ndarray) -> np.ndarray:
         """(H, W) uint8 index of the exact nearest entry of a (K <= 256, D) uint8 palette for every pixel."""
         if self._colors is None and self.pixels.ndim == 3 and compiled.AVAILABLE:
             return compiled.nearest_pixels(self.pixels, palette)
         labels, _ = nearest(self.colors.astype(np.float64), palette.astype(np.float64))
-        return self.expand(labels.astype(np.uint8))
+        return self.expand(labels)
 
     def _exact(self) -> tuple[np.ndarray, np.ndarray]:
         """(colors, counts), computed on first use."""

@@ -73,7 +73,7 @@ def weighted_kmeans(hist: Histogram, k: int, seed: int) -> tuple[np.ndarray, np.
         return compiled_kmeans(hist, k)
     else:
         palette, labels = numpy_kmeans(hist.colors, hist.counts, k)
-    return palette, hist.expand(labels.astype(np.uint8))
+    return palette, hist.expand(labels)
 
 
 def compiled_kmeans(hist: Histogram, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -108,7 +108,7 @@ def compiled_kmeans(hist: Histogram, k: int) -> tuple[np.ndarray, np.ndarray]:
     x = colors.astype(np.float64)
     centres, labels = _compiled_lloyd(x, w, w[:, None] * colors, centres, labels)
     palette, labels = compiled.round_and_assign(x, centres, labels)
-    return palette, hist.expand(labels.astype(np.uint8))
+    return palette, hist.expand(labels)
 
 
 def _compiled_exact(hist: Histogram, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -121,7 +121,7 @@ def _compiled_exact(hist: Histogram, k: int) -> tuple[np.ndarray, np.ndarray]:
     tol = COMPILED_TOL if k >= COMPILED_MID_MIN_K else FINE_TOL
     centres, labels = _compiled_lloyd(x, w, wx, centres, labels, tol)
     palette, labels = compiled.round_and_assign(x, centres, labels)
-    return palette, hist.expand(labels.astype(np.uint8))
+    return palette, hist.expand(labels)
 
 
 def _compiled_lloyd(

@@ -68,7 +68,7 @@ def sklearn_minibatch(hist: Histogram, k: int, seed: int) -> tuple[np.ndarray, n
 
 
 def _expanded(hist: Histogram, palette: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return palette, hist.expand(labels.astype(np.uint8))
+    return palette, hist.expand(labels)
 
 
 def _compiled_refine(colors: np.ndarray, counts: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -134,13 +134,14 @@ def walk_candidates(top: str, *, root: str, excluded: Collection[str]) -> Iterat
 
 def scan_tree(
     root: Path, *, exclude: Collection[Path] = (), on_skip: Callable[[Path, str], None] | None = None
-) -> Iterator[Path]:
-    """Regular candidate files below `root` (one-shot, no quiet period); others reported via on_skip."""
+) -> Iterator[tuple[Path, int]]:
+    """(path, size in bytes) of the regular candidate files below `root` (one-shot, no quiet period);
+    other candidates are reported via on_skip."""
     top = os.path.abspath(root)
     excluded = {os.path.abspath(p) for p in exclude}
     for path, st in walk_candidates(top, root=top, excluded=excluded):
         if stat.S_ISREG(st.st_mode):
-            yield Path(path)
+            yield Path(path), st.st_size
         elif on_skip is not None:
             on_skip(Path(path), skip_reason(st.st_mode))
 

@@ -399,7 +399,10 @@ class Service:
             log.warning("%s: %s", path, reason)
 
         if self.mode == "batch":  # one scan, no watcher (nor watchdog's import: ~15 ms of start-up)
-            for path in scan_tree(self.input_root, exclude=self._our_roots(), on_skip=skipped):
+            found = scan_tree(self.input_root, exclude=self._our_roots(), on_skip=skipped)
+            # Largest first: the long jobs start early and small ones fill in at the end, instead of a big
+            # image finishing alone on one worker while the others sit idle (LPT scheduling).
+            for path, _size in sorted(found, key=lambda item: item[1], reverse=True):
                 ready(path)
             self._scan_done.set()
             return None

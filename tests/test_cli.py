@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -96,6 +97,17 @@ def test_batch_processes_a_folder_and_fails_when_an_image_fails(tmp_path: Path) 
     assert again.returncode == 1
     assert "icsd stopped: 0 images done, 1 failed" in again.stderr  # a and b were done already
     assert "FAILED broken.png" in again.stderr
+
+
+def test_batch_takes_the_largest_files_first(tmp_path: Path) -> None:
+    """One worker runs jobs in the order they are handed out: biggest first, so none finishes alone."""
+    folder = tmp_path / "photos"
+    sizes = {name: len(write_image(folder / name, sample_image(crop=crop)))
+             for name, crop in (("a-small.jpg", 60), ("b-large.jpg", 300), ("c-medium.jpg", 150))}
+    done = icsd("batch", str(folder), "--output-dir", str(tmp_path / "out"), "--workers", "1", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    order = re.findall(r"icsd: (\S+): \d+x\d+ -> ", done.stderr)
+    assert order == sorted(sizes, key=sizes.__getitem__, reverse=True) == ["b-large.jpg", "c-medium.jpg", "a-small.jpg"]
 
 
 def test_help_lists_every_setting_as_a_flag(tmp_path: Path) -> None:

@@ -125,6 +125,10 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     if args.folder is not None:
         args.input_dir = args.folder
     settings = _settings_from(args)
+    if not settings.input_dir.is_dir():  # `run` creates its drop folder; a batch over nothing is a typo
+        raise InputError(
+            f"input folder {settings.input_dir} does not exist: check the FOLDER argument or ICSD_INPUT_DIR"
+        )
     service = _prepared_service(settings, Service, mode="batch")
     bar = ProgressBar(total=0)
     for handler in logging.getLogger("icsd").handlers:

@@ -71,6 +71,7 @@ def test_compress_never_overwrites_a_png_input(tmp_path: Path) -> None:
         (["compress", "text.jpg", "--colors", "4", "--bits", "2"], 2, "argument --bits: not allowed with argument"),
         (["compress", "text.jpg", "--scale", "2", "--size", "9x9"], 2, "argument --size: not allowed with argument"),
         (["run", "--strategy", "median"], 78, "icsd: error: ICSD_STRATEGY: unknown strategy 'median'"),
+        (["batch", "no-such-folder"], 66, "icsd: error: input folder no-such-folder does not exist: check the"),
     ],
 )
 def test_errors_are_one_line_with_an_exit_code(tmp_path: Path, args: list[str], code: int, message: str) -> None:

@@ -1,7 +1,5 @@
 """`python -m icsd` runs the command line."""
 
-import sys
+from icsd.cli import entry_point
 
-from icsd.cli import main
-
-sys.exit(main())
+entry_point()

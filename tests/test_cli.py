@@ -14,9 +14,9 @@ from icsd.settings import Settings
 from tests.harness import clean_env, sample_image, write_image
 
 
-def icsd(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def icsd(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "icsd", *args], cwd=cwd, env=clean_env(), capture_output=True, text=True,
+        [sys.executable, "-m", "icsd", *args], cwd=cwd, env=clean_env(**env), capture_output=True, text=True,
         timeout=120, stdin=subprocess.DEVNULL,
     )
 
@@ -109,6 +109,17 @@ def test_batch_takes_the_largest_files_first(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     order = re.findall(r"icsd: (\S+): \d+x\d+ -> ", done.stderr)
     assert order == sorted(sizes, key=sizes.__getitem__, reverse=True) == ["b-large.jpg", "c-medium.jpg", "a-small.jpg"]
+
+
+def test_batch_exit_flushes_the_log_and_leaves_no_temporary_files(tmp_path: Path) -> None:
+    """The command skips the interpreter's teardown; its exit handlers must still have run."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    write_image(tmp_path / "photos" / "a.jpg", sample_image(crop=100))
+    done = icsd("batch", "photos", "--output-dir", "out", "--workers", "2", cwd=tmp_path, TMPDIR=str(temp))
+    assert done.returncode == 0, done.stderr
+    assert "icsd stopped: 1 images done, 0 failed" in done.stderr.strip().splitlines()[-1]
+    assert list(temp.iterdir()) == []  # multiprocessing's socket folder (pymp-*) was removed
 
 
 def test_help_lists_every_setting_as_a_flag(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ the daemon is killed mid-transaction (an uncommitted transaction simply never ha
 from __future__ import annotations
 
 import enum
+import hashlib
 import sqlite3
 import threading
 import time
@@ -21,11 +22,21 @@ from typing import Self
 
 from icsd.errors import SettingsError, TransientError
 
-__all__ = ["SCHEMA_VERSION", "Entry", "FileId", "Journal", "State"]
+__all__ = ["SCHEMA_VERSION", "Entry", "FileId", "Journal", "State", "content_digest"]
 
 SCHEMA_VERSION = 1
 # SQLite result codes that mean "not now" rather than "never": retried by the caller.
 _TRANSIENT = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_IOERR")
+
+
+def content_digest(data: bytes) -> str:
+    """The digest in a file's identity: tells a touched-only file from a replaced one.
+
+    A checksum against our own drop folder's accidents, not a security boundary, so the fastest
+    hashlib digest: SHA-1 hashes at 1.2 GB/s here (BLAKE2b 0.55, SHA-256 1.4 with the CPU's SHA
+    extensions but ~0.4 without), and the daemon hashes every byte it reads (28 MB per benchmark batch).
+    """
+    return hashlib.sha1(data, usedforsecurity=False).hexdigest()
 
 
 class State(enum.StrEnum):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import heapq
 import logging
 import os
@@ -29,7 +28,7 @@ from icsd.errors import EX_SOFTWARE, IcsdError, ImageError, SettingsError, Trans
 from icsd.executor import WORKER_DIED, Executor, create_executor
 from icsd.inputs import read_regular, scan_tree
 from icsd.jobs import JobOutcome, Result
-from icsd.journal import FileId, Journal
+from icsd.journal import FileId, Journal, content_digest
 from icsd.metrics import Metrics, NullMetrics, create_metrics
 from icsd.notify import Notifier, WatchdogPinger
 from icsd.output import alternate_output_name, output_name, remove_stray_temps
@@ -234,7 +233,7 @@ class Service:
             self._retry_later(rel, path, f"cannot read: {exc.strerror or exc}")
             return
         self._read_failures.pop(rel, None)
-        digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+        digest = content_digest(data)
         if not self.journal.claim(FileId(rel, info.st_size, info.st_mtime_ns, digest)):
             return
         output = output_name(rel)

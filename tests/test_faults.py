@@ -15,7 +15,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -29,7 +28,7 @@ import pytest
 from PIL import Image
 
 from icsd.errors import EX_SOFTWARE
-from icsd.journal import FileId, Journal
+from icsd.journal import FileId, Journal, content_digest
 from icsd.output import output_name
 from tests.harness import (
     Daemon,
@@ -411,7 +410,7 @@ def test_restart_trusts_done_rows_and_redoes_pending_and_in_progress_ones(start_
     with Journal(tmp_path / "out" / ".icsd" / "journal.sqlite3") as journal:
         for rel in rels:
             st = (tmp_path / "in" / rel).stat()
-            assert journal.claim(FileId(rel, st.st_size, st.st_mtime_ns, _digest(images[rel])))
+            assert journal.claim(FileId(rel, st.st_size, st.st_mtime_ns, content_digest(images[rel])))
         journal.mark_done(rels[0], output_name(rels[0]))  # "done" although no output exists: must be trusted
         journal.mark_pending(rels[1], "worker process died")
         # rels[2] stays IN_PROGRESS (killed mid-job); rels[3] is IN_PROGRESS with a stale digest (replaced since)
@@ -544,8 +543,7 @@ def write_atomically(path: Path, data: bytes) -> None:
     os.replace(temp, path)
 
 
-def _digest(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
 
 
 def test_pool_processes_exit_when_the_daemon_is_killed(start_daemon) -> None:

@@ -84,6 +84,12 @@ class Histogram:
             out[index[start:stop]] = per_pixel[start:stop]
         return out.reshape(self.pixels.shape[:2])
 
+    def assign(self, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Round float centres to a uint8 palette, distinct and sorted (the order quantize() keeps, so it
+        has nothing to remap), and give every pixel its exact nearest entry."""
+        palette = np.unique(np.clip(np.rint(centres), 0, 255).astype(np.uint8), axis=0)
+        return palette, self.index(palette)
+
     def index(self, palette: np.ndarray) -> np.ndarray:
         """(H, W) uint8 index of the exact nearest entry of a (K <= 256, D) uint8 palette for every pixel."""
         if self._colors is None and self.pixels.ndim == 3 and compiled.AVAILABLE:

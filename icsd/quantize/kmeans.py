@@ -93,8 +93,7 @@ def compiled_kmeans(hist: Histogram, k: int) -> tuple[np.ndarray, np.ndarray]:
         labels = coarse_labels[coarse.inverse]
     centres, labels = _compiled_lloyd(bins.means, bw, bwx, centres, labels)
     if k < COMPILED_MID_MIN_K:
-        palette = np.clip(np.rint(centres), 0, 255).astype(np.uint8)
-        return palette, hist.index(palette)
+        return hist.assign(centres)
     colors, counts = hist.colors, hist.counts
     bins = with_inverse(bins, colors, BIN_BITS)
     mid, parent = refined(bins, colors, counts, BIN_BITS)

@@ -63,8 +63,7 @@ def sklearn_minibatch(hist: Histogram, k: int, seed: int) -> tuple[np.ndarray, n
         points, weights = hist.colors.astype(np.float64), hist.counts.astype(np.float64)
     model = MiniBatchKMeans(n_clusters=k, n_init=N_INIT, random_state=seed, batch_size=MINIBATCH_SIZE)
     model.fit(points, sample_weight=weights)
-    palette = np.clip(np.rint(model.cluster_centers_), 0, 255).astype(np.uint8)
-    return palette, hist.index(palette)
+    return hist.assign(model.cluster_centers_)
 
 
 def _expanded(hist: Histogram, palette: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

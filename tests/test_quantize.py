@@ -211,6 +211,16 @@ def test_every_colour_gets_its_nearest_palette_entry(strategy: str, k: int, phot
     assert np.array_equal(chosen, d.min(axis=1))
 
 
+@pytest.mark.parametrize("k", [4, 16, 64])
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_palette_is_distinct_sorted_and_fully_used(strategy: str, k: int, photo: np.ndarray) -> None:
+    """No wasted PNG slots, and sorted (sorted palettes compress better): whichever way a strategy got there."""
+    q = quantize(photo, k, strategy)
+    rows = [tuple(row) for row in q.palette.tolist()]
+    assert rows == sorted(set(rows))
+    assert np.bincount(q.indices.ravel(), minlength=len(rows)).min() > 0
+
+
 # --- determinism and cross-checks ---------------------------------------------------------------------
 
 

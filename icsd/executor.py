@@ -49,6 +49,10 @@ class Executor(Protocol):
         """False when the executor can no longer run jobs (the daemon reports it to systemd)."""
         ...
 
+    def failure(self) -> str | None:
+        """Why no job can run at all (then job failures are not the images' fault), or None. Cheap."""
+        ...
+
     def shutdown(self, *, cancel: bool) -> None:
         """Release workers; with cancel, abandon running jobs (they are retried on the next start)."""
         ...
@@ -70,20 +74,47 @@ class ProcessExecutor:
         self._context = multiprocessing.get_context("forkserver")
         start_worker_server()
         self._pool = self._new_pool()
+        self._probes: list[Future[None]] = []
+        self._probes_sent = threading.Event()
+        self._failure: str | None = None
         self.replaced = 0
-        # Starting the fork server and workers takes ~0.4 s (imports): do it now, in the background,
-        # so it overlaps with the daemon's own start-up and folder scan instead of delaying image one.
+        # Starting the workers waits for the fork server's imports: do it in the background, so it
+        # overlaps with the daemon's own start-up and folder scan instead of delaying image one.
         threading.Thread(target=self._start_workers, name="icsd-pool-start", daemon=True).start()
 
     def submit(self, data: bytes, params: CompressParams) -> Future[JobOutcome]:
+        self._probes_sent.wait()  # a pool's first calls are its probes (see failure)
         try:
             return self._pool.submit(compress_job, data, params)
         except BrokenProcessPool:
+            if self.failure() is not None:
+                raise  # no new pool would fare better
             self._replace_pool()
             return self._pool.submit(compress_job, data, params)
 
     def healthy(self) -> bool:
-        return True  # a broken pool is replaced on the next submit
+        return self.failure() is None  # a pool broken by one worker's death is replaced on the next submit
+
+    def failure(self) -> str | None:
+        """Each pool first runs one probe per worker that loads the image stack (`_ready`). If every probe
+        failed, the workers die as they start or cannot import what they need: a broken installation,
+        which would otherwise fail every image in turn. A probe that succeeded rules that out (a worker
+        killed later, e.g. by the OOM killer on a huge image, is that image's attempt). Once found, the
+        failure stays: the daemon stops, and its next start tries again with fresh processes."""
+        probes = self._probes
+        if self._failure is not None or not probes:
+            return self._failure
+        if not all(probe.done() and not probe.cancelled() for probe in probes):
+            return None
+        errors = [probe.exception() for probe in probes]
+        if any(error is None for error in errors):
+            return None
+        error = errors[0]
+        if isinstance(error, BrokenProcessPool):
+            self._failure = "worker processes exit as soon as they start (their own error is logged above)"
+        else:
+            self._failure = f"worker processes cannot load the image stack: {type(error).__name__}: {error}"
+        return self._failure
 
     def shutdown(self, *, cancel: bool) -> None:
         self._pool.shutdown(wait=not cancel, cancel_futures=cancel)
@@ -95,9 +126,20 @@ class ProcessExecutor:
         return [pid for pid in (self._pool._processes or {})]
 
     def _start_workers(self) -> None:
-        with contextlib.suppress(RuntimeError, BrokenProcessPool):  # shut down or broken meanwhile: fine
-            for future in [self._pool.submit(_ready) for _ in range(self.workers)]:
-                future.result()
+        try:
+            with contextlib.suppress(RuntimeError):  # shut down meanwhile: fine
+                self._send_probes()
+        finally:
+            self._probes_sent.set()
+
+    def _send_probes(self) -> None:
+        """Queue the current pool's probes; submitting them is what starts its workers."""
+        try:
+            self._probes = [self._pool.submit(_ready) for _ in range(self.workers)]
+        except BrokenProcessPool as exc:  # broke while its first workers were being started
+            broken: Future[None] = Future()
+            broken.set_exception(exc)
+            self._probes = [broken]
 
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
@@ -108,6 +150,7 @@ class ProcessExecutor:
         log.warning("a worker process died; starting a new pool (affected images are retried)")
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._pool = self._new_pool()
+        self._send_probes()
         self.replaced += 1
 
 
@@ -150,7 +193,9 @@ def start_worker_server() -> None:
 
 
 def _ready() -> None:
-    """A no-op job: submitting it makes the pool start a worker."""
+    """A pool's probe: submitting it starts a worker, running it proves the worker can load the image stack
+    (preloaded by the fork server, so normally a no-op; the server ignores a preload that fails)."""
+    import icsd.compress  # noqa: F401
 
 
 def _init_worker(parent: int) -> None:

@@ -97,6 +97,11 @@ class DaskExecutor:
         except Exception:  # a scheduler that stopped answering is unhealthy, whatever the error
             return False
 
+    def failure(self) -> str | None:
+        """None: Dask reports a lost worker per job (KilledWorker, counted as that image's attempt) and a lost
+        scheduler through healthy()."""
+        return None
+
     def shutdown(self, *, cancel: bool) -> None:
         with self._lock:
             if self._closed:

@@ -229,6 +229,19 @@ class Journal:
                 raise KeyError(f"journal has no entry for {rel!r}")
             return int(row[0])
 
+    def unclaim(self, rel: str, reason: str) -> None:
+        """Give back a claim whose attempt never ran (the workers could not start): PENDING again, with the
+        reason, and the attempt `claim` counted taken back, so a broken installation fails no image."""
+        with self._write() as db:
+            _require(
+                db.execute(
+                    "UPDATE files SET state = ?, error = ?, attempts = MAX(attempts - 1, 0), updated = ?"
+                    " WHERE rel = ?",
+                    (State.PENDING.value, reason, time.time(), rel),
+                ),
+                rel,
+            )
+
     def forget(self, rel: str) -> None:
         """Drop the row (the input vanished before it was processed). Unknown paths are fine."""
         with self._write() as db:

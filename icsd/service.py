@@ -159,6 +159,10 @@ class Service:
             if self.mode == "batch" and self._scan_done.is_set() and self._idle():
                 return 0  # checked before waiting: an empty folder must not cost a tick
             self._handle_events(timeout=TICK_SECONDS)
+            failure = executor.failure()
+            if failure is not None:
+                log.error("%s; icsd stops without failing any image: they are retried on the next start", failure)
+                return EX_SOFTWARE
             self._release_due_retries()
             self._flush_held_results()
             self._fill(executor)
@@ -246,7 +250,8 @@ class Service:
         try:
             future = executor.submit(data, self.params)
         except Exception as exc:  # an executor that cannot take work now (e.g. cluster unreachable)
-            self._retry_later(rel, path, f"executor refused the job: {exc}")
+            if not self._executor_failed(rel):
+                self._retry_later(rel, path, f"executor refused the job: {exc}")
             return
         self._in_flight[rel] = task
         future.add_done_callback(lambda done, task=task: self._events.put(("done", (task, done))))
@@ -290,11 +295,14 @@ class Service:
             outcome = future.result()
         except Exception as exc:  # the pool broke (worker killed), the job was cancelled, the cluster was lost
             log.debug("job for %s ended with %r", task.rel, exc)
-            reason = exc.message if isinstance(exc, IcsdError) else WORKER_DIED
-            self._retry_later(task.rel, task.path, reason, identity=task.identity)
+            if not self._executor_failed(task.rel):
+                reason = exc.message if isinstance(exc, IcsdError) else WORKER_DIED
+                self._retry_later(task.rel, task.path, reason, identity=task.identity)
             return
         if outcome.result is not None:
             self._deliver(task, outcome.result)
+        elif self._executor_failed(task.rel):
+            return
         elif outcome.permanent:
             self._fail(task.rel, task.path, outcome.error or "unknown error", identity=task.identity)
         else:
@@ -366,6 +374,15 @@ class Service:
         log.error("FAILED %s: %s (%s)", rel, error, where, extra={"fields": {"name": rel, "error": error}})
         for callback in self.on_progress:
             callback({"name": rel, "error": error})
+
+    def _executor_failed(self, rel: str) -> bool:
+        """True when the executor cannot run anything (see Executor.failure): then a failed job says nothing
+        about its image, so its claim is given back and the image waits, pending, for the next start."""
+        failure = self._executor_in_use.failure() if self._executor_in_use is not None else None
+        if failure is None:
+            return False
+        self.journal.unclaim(rel, failure)
+        return True
 
     def _retry_later(self, rel: str, path: Path, error: str, *, identity: Identity | None = None) -> None:
         if self.journal.get(rel) is not None:

@@ -20,6 +20,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from icsd.journal import FileId, Journal, content_digest
 from icsd.output import output_name
 from tests.harness import (
     Daemon,
+    clean_env,
     descendants,
     journal_states,
     sample_image,
@@ -492,6 +494,63 @@ def test_input_folder_deleted_while_running_exits_70_so_systemd_restarts_it(star
     shutil.rmtree(daemon.input)
     assert daemon.wait(30) == EX_SOFTWARE, daemon.log()
     assert "disappeared" in daemon.log() and "exiting so the service manager restarts icsd" in daemon.log()
+
+
+def _broken_module(root: Path, name: str) -> Path:
+    """A folder for PYTHONPATH whose `name` package fails to import, as after a botched install of it."""
+    package = root / "broken" / name
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(f"raise ImportError('simulated broken {name} install')\n")
+    return root / "broken"
+
+
+@pytest.mark.timeout(90)
+def test_workers_that_die_as_they_start_stop_the_daemon_with_exit_70_and_fail_no_image(
+    start_daemon, tmp_path: Path
+) -> None:
+    """Workers that cannot even start (here: their initializer's import fails) are no image's fault."""
+    waiting = {"a.jpg": encode(sample_array()[:96, :96], "JPEG"), "b.jpg": encode(sample_array()[96:192, :96], "JPEG")}
+    drop(tmp_path / "in", waiting)
+    broken = _broken_module(tmp_path, "threadpoolctl")
+    daemon = start_daemon(env=clean_env(PYTHONPATH=str(broken)))
+    assert daemon.wait(60) == EX_SOFTWARE, daemon.log()
+    log = daemon.log()
+    assert "worker processes exit as soon as they start (their own error is logged above); icsd stops without " \
+           "failing any image: they are retried on the next start" in log, log
+    assert "FAILED" not in log and "retrying in" not in log
+    assert sorted(p.name for p in daemon.input.iterdir()) == ["a.jpg", "b.jpg"]
+    assert not (daemon.output / ".failed").exists() or not any((daemon.output / ".failed").iterdir())
+    assert set(journal_states(daemon.journal_path).values()) <= {"pending"}
+
+    fixed = start_daemon()
+    fixed.wait_for_outputs(expected_outputs(waiting))
+    assert fixed.stop() == 0
+
+
+@pytest.mark.timeout(90)
+def test_workers_that_cannot_load_the_image_stack_stop_the_batch_and_fail_no_image(tmp_path: Path) -> None:
+    """A broken Pillow in the workers' path: one clear line, exit 70, every image kept for the next run."""
+    waiting = {"a.jpg": encode(sample_array()[:96, :96], "JPEG"), "sub/b.png": encode(sample_array()[:64, :64], "PNG")}
+    drop(tmp_path / "in", waiting)
+    command = [sys.executable, "-m", "icsd", "batch", "in", "--output-dir", "out", "--workers", "2"]
+    broken = _broken_module(tmp_path, "PIL")
+    first = subprocess.run(command, cwd=tmp_path, env=clean_env(PYTHONPATH=str(broken)), capture_output=True,
+                           text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert first.returncode == EX_SOFTWARE, first.stderr
+    errors = [line for line in first.stderr.splitlines() if " ERROR " in line]
+    assert errors == [errors[0]] and errors[0].endswith(
+        "worker processes cannot load the image stack: ImportError: simulated broken PIL install; icsd stops "
+        "without failing any image: they are retried on the next start"), first.stderr
+    assert "icsd stopped: 0 images done, 0 failed" in first.stderr
+    assert all((tmp_path / "in" / rel).read_bytes() == data for rel, data in waiting.items())
+    journal = tmp_path / "out" / ".icsd" / "journal.sqlite3"
+    assert set(journal_states(journal).values()) <= {"pending"}
+
+    second = subprocess.run(command, cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60,
+                            stdin=subprocess.DEVNULL)
+    assert second.returncode == 0, second.stderr
+    assert "icsd stopped: 2 images done, 0 failed" in second.stderr
+    assert journal_states(journal) == {"a.jpg": "done", "sub/b.png": "done"}
 
 
 @pytest.mark.timeout(60)

@@ -170,6 +170,18 @@ def test_replaced_file_is_reprocessed_with_fresh_attempts(journal: Journal, stat
     assert e.output is None and e.error is None
 
 
+def test_unclaim_takes_back_the_attempt_that_never_ran(journal: Journal) -> None:
+    journal.claim(fid())
+    journal.mark_pending("a.jpg", "busy")
+    journal.claim(fid())  # attempt 2 claimed, then the workers turn out unable to start
+    journal.unclaim("a.jpg", "workers cannot start")
+    e = journal.get("a.jpg")
+    assert e is not None and (e.state, e.attempts, e.error) == (State.PENDING, 1, "workers cannot start")
+    assert journal.claim(fid())  # still work to do
+    e = journal.get("a.jpg")
+    assert e is not None and (e.state, e.attempts) == (State.IN_PROGRESS, 2)
+
+
 def test_same_size_new_digest_is_a_replacement(journal: Journal) -> None:
     journal.claim(fid())
     journal.mark_done("a.jpg", "a.png")
@@ -202,6 +214,7 @@ def test_unknown_rel_raises_keyerror(journal: Journal) -> None:
         lambda: journal.mark_pending("x.jpg", "e"),
         lambda: journal.reserve_output("x.jpg", "x.png"),
         lambda: journal.mark_done("x.jpg", "x.png", digest="d"),
+        lambda: journal.unclaim("x.jpg", "e"),
     ):
         with pytest.raises(KeyError, match=r"x\.jpg"):
             call()

@@ -1,5 +1,5 @@
 """`python -m icsd` runs the command line."""
 
-from icsd.cli import entry_point
+from icsd.launch import entry_point
 
 entry_point()

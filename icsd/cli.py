@@ -8,9 +8,7 @@ as its environment variable (`ICSD_MAX_SIZE` <-> `--max-size`).
 from __future__ import annotations
 
 import argparse
-import atexit
 import logging
-import os
 import signal
 import sys
 import types
@@ -21,8 +19,9 @@ from pathlib import Path
 
 from icsd import __version__
 from icsd.errors import IcsdError, InputError, SettingsError
+from icsd.worker_server import start_for_command
 
-__all__ = ["build_parser", "entry_point", "main"]
+__all__ = ["build_parser", "main"]
 
 log = logging.getLogger("icsd")
 
@@ -33,16 +32,9 @@ COMPRESS_FLAGS = ("strategy", "colors", "bits", "grayscale", "scale", "resample"
 EXCLUSIVE_FLAGS = (("colors", "bits"), ("scale", "max_size", "size"))
 
 
-# Commands that run the daemon: their worker fork server is started before anything else is imported.
-DAEMON_COMMANDS = ("run", "batch")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] in DAEMON_COMMANDS:
-        from icsd.executor import start_worker_server
-
-        start_worker_server()
+    start_for_command(argv)  # already running when started through icsd.launch; idempotent
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -53,25 +45,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("icsd: interrupted", file=sys.stderr)
         return 130
-
-
-def entry_point() -> typing.NoReturn:
-    """`icsd` and `python -m icsd`: main(), then exit without tearing the interpreter down.
-
-    When main returns, the work is finished and saved: workers joined, journal closed, images written.
-    The interpreter's teardown would still spend ~40 ms garbage-collecting and freeing every module's
-    objects at the end of each `icsd batch` (measured); of it only the exit handlers matter (they flush
-    the logs and remove multiprocessing's socket folder), so they run, then os._exit. main() stays an
-    ordinary function for in-process callers; SystemExit from argparse (--help, usage) exits normally.
-    """
-    code = main()
-    atexit._run_exitfuncs()
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except OSError:  # a closed pipe or a full disk: fail as the interpreter's own exit would
-        code = code or 120
-    os._exit(code)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,19 +21,13 @@ from typing import Protocol
 from icsd.errors import SettingsError
 from icsd.jobs import JobOutcome, compress_job
 from icsd.params import CompressParams
+from icsd.worker_server import start_worker_server
 
-__all__ = ["WORKER_DIED", "Executor", "ProcessExecutor", "create_executor", "start_worker_server"]
+__all__ = ["WORKER_DIED", "Executor", "ProcessExecutor", "create_executor"]
 
 log = logging.getLogger("icsd.executor")
 
 WORKER_DIED = "worker process died (killed by a signal or out of memory)"
-
-# What the fork server imports once, so every worker forked from it starts with the image stack loaded.
-WORKER_PRELOAD = ["icsd.jobs", "icsd.compress", "threadpoolctl"]
-# One thread per native thread pool from the fork server's start, so workers never oversubscribe the cores.
-# Set before NumPy loads: OpenBLAS otherwise starts a spinning thread per core at import (measured: the
-# server's imports took 290 ms of CPU on 1.6 cores, racing the daemon's own start-up; 170 ms on one with this).
-WORKER_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 class Executor(Protocol):
@@ -63,7 +57,7 @@ class ProcessExecutor:
 
     Workers are started by a fork server (safe while the parent runs watchdog threads) that has
     already imported the core, ignore SIGINT (the parent decides when to stop), and use one BLAS/
-    OpenMP thread each (WORKER_ENV, and threadpoolctl in case the server was started elsewhere) so N
+    OpenMP thread each (worker_server.WORKER_ENV, and threadpoolctl in case the server was started elsewhere) so N
     workers do not oversubscribe N cores.
     """
 
@@ -167,29 +161,6 @@ def create_executor(kind: str, *, workers: int, scheduler: str = "local") -> Exe
             ) from None
         return DaskExecutor(scheduler, workers=workers)
     raise SettingsError(f"ICSD_EXECUTOR must be process or dask, got {kind!r}")
-
-
-def start_worker_server() -> None:
-    """Start the process pool's fork server now, in the background of whatever the caller does next.
-
-    The server is a fresh interpreter that imports the image stack (~0.15 s of CPU); the CLI starts it
-    before importing pydantic and the daemon modules, so on two or more cores both happen at once and
-    the workers are ready when the service asks for them. Idempotent; costs nothing later if unused
-    (e.g. when the settings pick the Dask executor: the idle server exits with this process).
-    """
-    from multiprocessing import forkserver
-
-    forkserver.set_forkserver_preload(WORKER_PRELOAD)
-    saved = {name: os.environ.get(name) for name in WORKER_ENV}
-    os.environ.update(WORKER_ENV)  # inherited by the server (and its workers), then restored for this process
-    try:
-        forkserver.ensure_running()
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _ready() -> None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 from PIL import Image
 
-from tests.harness import descendants, sample_image, wait_until, write_image
+from tests.harness import clean_env, descendants, sample_image, wait_until, write_image
 
 
 def test_existing_files_are_compressed_then_sigterm_exits_zero_with_summary(start_daemon, tmp_path: Path) -> None:
@@ -162,8 +164,52 @@ def _maps(pid: int) -> str:
 
 
 def test_starting_the_worker_server_leaves_this_process_environment_alone() -> None:
-    from icsd.executor import WORKER_ENV, start_worker_server
+    from icsd.worker_server import WORKER_ENV, start_worker_server
 
     before = {name: os.environ.get(name) for name in WORKER_ENV}
     start_worker_server()
     assert {name: os.environ.get(name) for name in WORKER_ENV} == before
+
+
+WORKER_FIRST_IMAGES = """
+import os, sys
+from icsd.worker_server import WORKER_PRELOAD
+for name in WORKER_PRELOAD:
+    __import__(name)
+from icsd.executor import _init_worker
+from icsd.jobs import compress_job
+from icsd.params import CompressParams
+preloaded = set(sys.modules)
+_init_worker(os.getpid())
+for path in sys.argv[1:]:
+    data = open(path, "rb").read()
+    for strategy in ("size-only", "kmeans"):
+        for colors, grayscale in ((4, False), (16, False), (256, False), (16, True)):
+            outcome = compress_job(data, CompressParams(strategy=strategy, colors=colors, grayscale=grayscale))
+            assert outcome.result is not None, (path, strategy, outcome.error)
+print(" ".join(sorted(set(sys.modules) - preloaded)))
+"""
+
+
+def test_a_worker_imports_nothing_the_fork_server_did_not_preload(tmp_path: Path) -> None:
+    """A worker's own imports are paid before its first image, by every worker at once, on every start: the
+    fork server's preload must cover the default strategies on JPEG and PNG, colour and grey (NumPy's unique()
+    once imported numpy.ma there, ~15-20 ms per worker). scikit-learn stays a lazy import of its strategies."""
+    jpeg, png = tmp_path / "china.jpg", tmp_path / "flower.png"
+    write_image(jpeg)
+    write_image(png, sample_image("flower.jpg", crop=200))
+    done = subprocess.run([sys.executable, "-c", WORKER_FIRST_IMAGES, str(jpeg), str(png)], env=clean_env(),
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == []
+
+
+def test_the_launcher_imports_nothing_before_it_starts_the_worker_server() -> None:
+    """`icsd run`/`batch` start the fork server first (icsd.launch), so the server loads the image stack while
+    the daemon imports the rest: the launcher must stay free of the command line and its libraries."""
+    script = "import sys, icsd.launch, icsd.worker_server; print(' '.join(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", script], env=clean_env(), capture_output=True, text=True,
+                          timeout=60, check=True)
+    loaded = set(done.stdout.split())
+    assert loaded.isdisjoint({"icsd.cli", "icsd.settings", "icsd.executor", "argparse", "logging", "multiprocessing",
+                              "numpy", "PIL", "pydantic", "pydantic_settings"})

@@ -48,7 +48,7 @@ def main() -> int:
 
     # Installed code runs from compiled bytecode (pip compiles it; `make` does for the editable install):
     # measure that, not a first start that compiles icsd's sources (PYTHONDONTWRITEBYTECODE keeps it so).
-    compileall.compile_dir(HERE.parent / "icsd", quiet=1)
+    compileall.compile_dir(installed_package(), quiet=1)
     folder = args.folder or generate_camera_set(HERE / "out" / "camera")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))
     if not files:
@@ -118,15 +118,26 @@ def decode_command(files: list[Path]) -> float:
     return time.perf_counter() - started
 
 
+def icsd_command() -> list[str]:
+    """The installed `icsd` command beside this interpreter (what users type), else `python -m icsd`."""
+    script = Path(sys.executable).with_name("icsd")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "icsd"]
+
+
+def installed_package() -> Path:
+    """The icsd package folder the command imports (run from /, so not a checkout in the current folder)."""
+    where = subprocess.run([sys.executable, "-c", "import icsd; print(icsd.__file__)"], cwd="/", check=True,
+                           capture_output=True, text=True)
+    return Path(where.stdout.strip()).parent
+
+
 def run_batch(folder: Path, args: argparse.Namespace) -> tuple[float, float]:
     """(whole command seconds, engine runtime seconds) for one `icsd batch` into a fresh output folder."""
     with tempfile.TemporaryDirectory(prefix="icsd-bench-") as out:
         command = [
-            sys.executable,
-            "-m",
-            "icsd",
+            *icsd_command(),
             "batch",
-            str(folder),
+            str(folder.resolve()),
             "--output-dir",
             out,
             "--workers",
@@ -144,7 +155,7 @@ def run_batch(folder: Path, args: argparse.Namespace) -> tuple[float, float]:
         # exits (the idle fork server then tears itself down in the background, ~30 ms more on a pipe).
         with tempfile.TemporaryFile("w+") as log:
             started = time.perf_counter()
-            done = subprocess.run(command, stderr=log, stdin=subprocess.DEVNULL, check=False)
+            done = subprocess.run(command, stderr=log, stdin=subprocess.DEVNULL, cwd="/", check=False)
             elapsed = time.perf_counter() - started
             log.seek(0)
             stderr = log.read()

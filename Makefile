@@ -14,10 +14,11 @@ $(BIN)/python:
 # show at once and no import hook runs at interpreter start (setuptools' default editable install of this
 # flat layout adds one: ~16 ms in every Python process, i.e. in the daemon, its fork server and
 # multiprocessing's resource tracker, ~45 ms per `icsd batch`, measured; a regular install has none).
-# Adding or removing a module changes icsd/ or icsd/quantize/, and so reinstalls.
+# Adding or removing a module changes its folder's mtime, and so reinstalls.
 # Where PYTHONDONTWRITEBYTECODE is set Python never caches bytecode: compiling it here saves each start
 # ~80 ms (measured on `icsd batch`); build/ holds the cache for the symlinked modules.
-INSTALL_INPUTS := pyproject.toml icsd icsd/quantize icsd/quantize/_lloyd.c icsd/quantize/_pixels.c
+INSTALL_INPUTS := pyproject.toml $(shell find icsd -type d ! -name __pycache__) icsd/quantize/_lloyd.c \
+	icsd/quantize/_pixels.c
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --config-settings editable_mode=strict -e
 
 $(VENV)/.installed-run: $(INSTALL_INPUTS) | $(BIN)/python

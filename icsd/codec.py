@@ -28,6 +28,7 @@ import numpy as np
 from PIL import ExifTags, Image, JpegImagePlugin, UnidentifiedImageError
 
 from icsd.errors import DecodeError, IcsdError, ImageTooLargeError
+from icsd.indexed_png import encode_indexed_png
 
 # Register the common format plugins (JPEG, PNG, GIF, BMP, PPM) now rather than in the first Image.open:
 # the worker fork server imports this module, so every worker starts with them loaded instead of each
@@ -38,14 +39,11 @@ __all__ = ["PNG_COMPRESS_LEVEL", "Decoded", "decode", "encode_palette_png", "enc
 
 # zlib settings for PNG output, measured on the benchmark's 15 camera JPEGs downsampled 5x (bench/out/camera).
 # Level: 16-colour palette PNGs take 0.21 s in all at level 6 and 0.12 s at 5 for +0.4 % bytes (4: 0.10 s,
-# +1.3 %; 1: 0.07 s, +15 %; 9: 1.4 s, -2.6 %). Strategy: zlib's run-length-only Z_RLE is both faster and
-# smaller where runs dominate: palettes of <= 16 colours, packed 1-4 bits per pixel (K = 2/4/16: -10/-8/-4.5 %
-# bytes, 1.6-2.2x faster than the default strategy), and filtered truecolour or grey (-1.8/-2.5 % bytes, 2.4x
-# faster); on 8-bit palette indices it costs +23-28 % bytes, so those keep the default strategy.
+# +1.3 %; 1: 0.07 s, +15 %; 9: 1.4 s, -2.6 %). Palette PNGs: see icsd.indexed_png. Truecolour and grey
+# (size-only) PNGs go through Pillow's encoder, for its per-row filter choice, with zlib's run-length-only
+# Z_RLE strategy: -1.8/-2.5 % bytes and 2.4x faster than the default strategy on those filtered rows.
 PNG_COMPRESS_LEVEL = 5
 _Z_RLE = 3  # zlib.Z_RLE, passed to Pillow's PNG encoder as compress_type
-_Z_DEFAULT_STRATEGY = 0
-_PACKED_PALETTE_MAX = 16  # Pillow writes palettes of up to 16 entries at 1, 2 or 4 bits per pixel
 
 # EXIF orientation -> the transpose that makes the picture upright (the table of ImageOps.exif_transpose).
 _UPRIGHT = {
@@ -145,8 +143,8 @@ def normalize_mode(img: Image.Image, *, grayscale: bool = False) -> Image.Image:
 def encode_palette_png(palette: np.ndarray, indices: np.ndarray) -> bytes:
     """An indexed PNG of `palette[indices]`: PLTE of exactly len(palette) entries, smallest bit depth.
 
-    `palette` is (K, 3) RGB or (K,) grey, 1 <= K <= 256; `indices` (H, W) values < K. Pillow picks the
-    depth from the palette length: K <= 2 -> 1 bit, <= 4 -> 2, <= 16 -> 4, else 8. No metadata chunks.
+    `palette` is (K, 3) RGB or (K,) grey, 1 <= K <= 256; `indices` (H, W) values < K. The depth follows the
+    palette length: K <= 2 -> 1 bit, <= 4 -> 2, <= 16 -> 4, else 8 (see icsd.indexed_png). No metadata chunks.
     """
     palette = np.asarray(palette, dtype=np.uint8)
     if palette.ndim == 1:
@@ -158,9 +156,7 @@ def encode_palette_png(palette: np.ndarray, indices: np.ndarray) -> bytes:
         raise ValueError(f"indices must be a non-empty (H, W) array, got shape {indices.shape}")
     if int(indices.max()) >= len(palette) or int(indices.min()) < 0:
         raise ValueError(f"indices must be < palette length {len(palette)}, got max {int(indices.max())}")
-    img = Image.fromarray(np.ascontiguousarray(indices, dtype=np.uint8))
-    img.putpalette(palette.tobytes())  # L -> P with a palette of exactly K entries
-    return _save_png(img, _Z_RLE if len(palette) <= _PACKED_PALETTE_MAX else _Z_DEFAULT_STRATEGY)
+    return encode_indexed_png(palette, np.ascontiguousarray(indices, dtype=np.uint8), level=PNG_COMPRESS_LEVEL)
 
 
 def encode_png(img: Image.Image) -> bytes:

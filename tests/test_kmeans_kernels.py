@@ -298,6 +298,20 @@ def test_pixel_kernels_reject_bad_arguments() -> None:
         _pixels.bin_pixels(pixels, 16, 7)
     with pytest.raises(ValueError, match="3 n bytes"):
         _pixels.bin_pixels(pixels, 15, 6)
+    with pytest.raises(ValueError, match="not below k = 2"):
+        _pixels.used_entries(np.array([0, 1, 5], np.uint8), 3, 2, np.empty(2, np.uint8))
+    with pytest.raises(ValueError, match="output"):
+        _pixels.used_entries(np.array([0, 1], np.uint8), 2, 2, np.empty(3, np.uint8))
+
+
+@needs_compiled
+@pytest.mark.parametrize("k", [1, 2, 16, 255, 256])
+def test_used_entries_matches_bincount(k: int) -> None:
+    rng = np.random.default_rng(k)
+    for indices in (rng.integers(0, k, (37, 23), dtype=np.uint8), np.full((3, 4), k - 1, np.uint8)):
+        indices[indices == k // 2] = 0  # leave an entry unused
+        expected = np.bincount(indices.ravel(), minlength=k) > 0
+        assert np.array_equal(compiled.used_entries(indices, k), expected)
 
 
 @needs_compiled

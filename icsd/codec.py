@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import ExifTags, Image, JpegImagePlugin, UnidentifiedImageError
 
-from icsd.errors import DecodeError, IcsdError, ImageTooLargeError
+from icsd.errors import DecodeError, IcsdError, ImageTooLargeError, TruncatedImageError
 from icsd.indexed_png import encode_indexed_png
 
 # Register the common format plugins (JPEG, PNG, GIF, BMP, PPM) now rather than in the first Image.open:
@@ -252,6 +252,8 @@ def _load(img: Image.Image) -> None:
     except MemoryError:
         raise
     except Exception as exc:  # OSError "image file is truncated", SyntaxError "broken PNG file", zlib.error ...
+        if isinstance(exc, OSError) and "truncated" in str(exc):  # Pillow's word for "the data ran out"
+            raise TruncatedImageError(f"truncated {img.format or 'image'} data: {_one_line(exc)}") from None
         raise DecodeError(f"truncated or corrupt {img.format or 'image'} data: {_one_line(exc)}") from None
 
 

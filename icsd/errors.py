@@ -19,6 +19,7 @@ __all__ = [
     "ImageTooLargeError",
     "SettingsError",
     "TransientError",
+    "TruncatedImageError",
     "InputError",
     "EX_NOINPUT",
 ]
@@ -57,6 +58,13 @@ class ImageError(IcsdError):
 
 class DecodeError(ImageError):
     """The bytes are not an image Pillow can decode (truncated, corrupt, unknown format)."""
+
+
+class TruncatedImageError(DecodeError):
+    """The data ends before the picture does. Retried like a transient error: the file may still be arriving
+    (a writer that paused longer than the quiet period); one that stays truncated fails after the retries."""
+
+    permanent = False
 
 
 class ImageTooLargeError(ImageError):

@@ -47,16 +47,16 @@ class JobOutcome:
 def compress_job(data: bytes, params: CompressParams) -> JobOutcome:
     """Run `icsd.compress.compress`, turning every failure into an outcome (never raises for a bad image).
 
-    ImageError -> permanent; MemoryError -> transient (another time, with fewer jobs in flight, it may
-    fit); other IcsdErrors by their own `permanent` flag; anything else is a bug -> permanent, with
-    "internal error: <type>: <message>" so the file is set aside instead of retried forever.
+    ImageError -> permanent (but TruncatedImageError: transient); MemoryError -> transient (another time, with
+    fewer jobs in flight, it may fit); other IcsdErrors by their own `permanent` flag; anything else is a bug ->
+    permanent, with "internal error: <type>: <message>" so the file is set aside instead of retried forever.
     """
     from icsd.compress import compress  # the image stack: loaded where jobs run, never by the daemon
 
     try:
         return JobOutcome(result=compress(data, params), error=None, permanent=False)
-    except ImageError as exc:
-        return JobOutcome(result=None, error=exc.message, permanent=True)
+    except ImageError as exc:  # permanent, except a truncated file that may still be arriving
+        return JobOutcome(result=None, error=exc.message, permanent=exc.permanent)
     except IcsdError as exc:
         return JobOutcome(result=None, error=exc.message, permanent=exc.permanent)
     except MemoryError:

@@ -82,7 +82,8 @@ def test_bad_and_unusual_inputs_each_end_done_or_failed_with_one_clear_line(star
     for name, (data, reason) in BAD.items():
         sidecar = json.loads((daemon.output / ".failed" / f"{name}.error.json").read_text())
         assert reason in sidecar["error"], (name, sidecar)
-        assert sidecar["attempts"] == 1 and sidecar["icsd_version"] and sidecar["time"]
+        retried = name.startswith("truncated")  # it might still have been arriving: retried up to max_attempts
+        assert sidecar["attempts"] == (3 if retried else 1) and sidecar["icsd_version"] and sidecar["time"]
         assert f"FAILED {name}: {sidecar['error']}" in log
         assert (daemon.output / ".failed" / name).read_bytes() == data
         assert not (daemon.input / name).exists()
@@ -96,3 +97,21 @@ def test_bad_and_unusual_inputs_each_end_done_or_failed_with_one_clear_line(star
     assert "Traceback" not in log and "internal error" not in log
     print(f"FIGURES bad inputs: {len(BAD) + len(ODD)} tried, {len(BAD)} refused with a reason, {len(ODD)} compressed, "
           f"peak VmHWM {peak['kib'] // 1024} MiB")
+
+
+def test_a_file_cut_short_is_retried_so_a_writer_that_paused_still_gets_its_output(start_daemon) -> None:
+    """A writer that pauses longer than the quiet period hands icsd half a file. That used to fail at once and
+    move the file to the failed folder, where the writer's remaining bytes then landed; a truncated image is
+    now retried with backoff, and the completed file is compressed."""
+    daemon = start_daemon()
+    daemon.wait_ready()
+    data = sample_bytes()
+    with open(daemon.input / "paused.jpg", "wb") as writer:
+        writer.write(data[: len(data) // 2])
+        writer.flush()
+        daemon.wait_for_log("paused.jpg: truncated JPEG data: image file is truncated")
+        writer.write(data[len(data) // 2 :])
+    daemon.wait_for_outputs(["paused.png"])
+    assert daemon.stop() == 0
+    assert daemon.failed() == [] and "FAILED" not in daemon.log()
+    assert "retrying in 1 s (attempt 2 of 3)" in daemon.log()

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from icsd.codec import Decoded, decode, encode_palette_png, encode_png, normalize_mode
-from icsd.errors import DecodeError, ImageTooLargeError
+from icsd.errors import DecodeError, ImageTooLargeError, TruncatedImageError
 from icsd.params import DEFAULT_MAX_PIXELS, CompressParams
 from icsd.resize import downsample, draft_size
 from tests import images
@@ -205,9 +205,9 @@ def broken_inputs() -> dict[str, tuple[bytes, str]]:
     return {
         "zero bytes": (b"", "empty file (0 bytes)"),
         "text named .jpg": (b"just some text, not a photo\n", "not an image Pillow can read (format not recognised"),
-        "truncated jpeg": (jpeg[: len(jpeg) // 2], "truncated or corrupt JPEG data: image file is truncated"),
+        "truncated jpeg": (jpeg[: len(jpeg) // 2], "truncated JPEG data: image file is truncated"),
         "jpeg header only": (jpeg[:300], "truncated or corrupt JPEG header"),
-        "truncated png": (png[: len(png) // 2], "truncated or corrupt PNG data"),
+        "truncated png": (png[: len(png) // 2], "truncated PNG data: image file is truncated"),
         "png signature only": (png[:30], "truncated or corrupt PNG file"),
         "png bad header checksum": (png[:29] + b"\0\0\0\0" + png[33:], "truncated or corrupt PNG file"),
         "truncated gif": (images.animated_gif()[:40], "truncated or corrupt GIF"),
@@ -221,6 +221,19 @@ def test_broken_input_is_a_decode_error_with_a_clear_message(case: str) -> None:
         decoded(data)
     assert str(err.value).startswith(expected)
     assert "\n" not in str(err.value) and len(str(err.value)) < 300
+
+
+def test_only_data_that_ran_out_is_worth_retrying() -> None:
+    """A file cut short may still be arriving (TruncatedImageError is transient); a corrupt one never mends."""
+    outcomes = {case: _error_of(data) for case, (data, _message) in broken_inputs().items()}
+    assert {case for case, error in outcomes.items() if not error.permanent} == {"truncated jpeg", "truncated png"}
+    assert all(isinstance(outcomes[case], TruncatedImageError) for case in ("truncated jpeg", "truncated png"))
+
+
+def _error_of(data: bytes) -> DecodeError:
+    with pytest.raises(DecodeError) as err:
+        decoded(data)
+    return err.value
 
 
 def test_extreme_aspect_ratio_decodes() -> None:

@@ -127,7 +127,7 @@ def test_job_success() -> None:
         (b"", CompressParams(), "empty file"),
         (b"not an image", CompressParams(), "not an image Pillow can read"),
         (images.png_bomb(20_000, 20_000), CompressParams(), "20000x20000"),
-        (images.sample_bytes()[:5000], CompressParams(), "truncated or corrupt JPEG"),
+        (images.sample_bytes()[:300], CompressParams(), "truncated or corrupt JPEG header"),
         (images.sample_bytes(), CompressParams(max_pixels=1000), "ICSD_MAX_PIXELS"),
     ],
 )
@@ -135,6 +135,13 @@ def test_job_bad_input_is_permanent(data: bytes, params: CompressParams, expecte
     outcome = compress_job(data, params)
     assert outcome.result is None and outcome.permanent
     assert outcome.error is not None and expected in outcome.error and "\n" not in outcome.error
+
+
+def test_job_data_that_ends_early_is_transient() -> None:
+    """The rest of the file may still be on its way: the daemon retries it (and fails it if it stays short)."""
+    outcome = compress_job(images.sample_bytes()[:5000], CompressParams())
+    assert (outcome.result, outcome.permanent) == (None, False)
+    assert outcome.error is not None and outcome.error.startswith("truncated JPEG data: image file is truncated")
 
 
 def test_job_memory_error_is_transient(monkeypatch: pytest.MonkeyPatch) -> None:

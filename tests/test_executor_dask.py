@@ -100,14 +100,15 @@ def test_outputs_are_byte_identical_to_in_process(executor: DaskExecutor) -> Non
     assert executor.healthy()
 
 
-def test_bad_bytes_are_a_permanent_outcome_not_an_exception(executor: DaskExecutor) -> None:
-    truncated = encode("china.jpg", "PNG", crop=64)[:200]
-    (garbage, cut) = outcomes([executor.submit(b"not an image at all", CompressParams()),
-                               executor.submit(truncated, CompressParams())])
-    for outcome in (garbage, cut):
-        assert outcome.result is None
-        assert outcome.permanent
-        assert outcome.error
+def test_bad_bytes_are_an_outcome_not_an_exception(executor: DaskExecutor) -> None:
+    png = encode("china.jpg", "PNG", crop=64)
+    corrupt = png[:29] + b"\0\0\0\0" + png[33:]  # header checksum broken
+    (garbage, broken, cut) = outcomes([executor.submit(b"not an image at all", CompressParams()),
+                                       executor.submit(corrupt, CompressParams()),
+                                       executor.submit(png[:200], CompressParams())])
+    for outcome in (garbage, broken, cut):
+        assert outcome.result is None and outcome.error
+    assert [outcome.permanent for outcome in (garbage, broken, cut)] == [True, True, False]  # cut short: retried
 
 
 def test_killing_a_worker_mid_run_loses_nothing(executor: DaskExecutor) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from icsd import __version__
-from icsd.output import move_durably, write_atomic, write_failure
+from icsd.output import free_name, move_durably, write_atomic, write_failure
 
 __all__ = [
     "DISK_FULL",
@@ -130,17 +130,21 @@ class Outputs:
             if policy == "delete":
                 task.path.unlink()
             elif policy == "archive" and self.archive_root is not None:
-                move_durably(task.path, self.archive_root, task.rel)
+                move_durably(task.path, self.archive_root, free_name(self.archive_root, task.rel))
         except (OSError, ValueError) as exc:
             log.warning("%s: output is done but the original could not be %sd: %s", task.rel, policy, exc)
 
     def set_aside(self, rel: str, path: Path, error: str, *, attempts: int) -> str:
-        """Move a failed original to the failed folder with its NAME.error.json; says where it went."""
+        """Move a failed original to the failed folder with its NAME.error.json; says where it went.
+
+        An earlier failed file of the same name stays: this one gets a numbered name (see output.free_name).
+        """
         try:
-            move_durably(path, self.failed_root, rel)
+            target = free_name(self.failed_root, rel)
+            moved = move_durably(path, self.failed_root, target)
             write_failure(
                 self.failed_root,
-                rel,
+                target,
                 {
                     "file": rel,
                     "error": error,
@@ -151,4 +155,4 @@ class Outputs:
             )
         except (OSError, ValueError) as exc:  # ValueError: a link in the failed folder leading out of it
             return f"could not be moved to the failed folder ({getattr(exc, 'strerror', None) or exc})"
-        return f"moved to {self.failed_root / rel}"
+        return f"moved to {moved}"

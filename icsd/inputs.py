@@ -23,10 +23,12 @@ __all__ = [
     "JUNK_SUFFIXES",
     "REMOTE_FS_TYPES",
     "is_candidate_name",
+    "printable",
     "read_regular",
     "remote_fs_type",
     "scan_tree",
     "skip_reason",
+    "unusable_reason",
     "walk_candidates",
 ]
 
@@ -62,6 +64,26 @@ def is_candidate_name(name: str) -> bool:
     if low.startswith(".") or low in JUNK_NAMES or low.endswith(JUNK_SUFFIXES):
         return False
     return os.path.splitext(low)[1] in IMAGE_SUFFIXES
+
+
+def unusable_reason(rel: str, mode: int) -> str | None:
+    """Why the candidate at `rel` (its path below the input root) is skipped, or None when icsd takes it.
+
+    Links, pipes, sockets and devices are never opened; a name that is not valid UTF-8 (bytes from another
+    system's encoding) cannot be recorded in the journal or named in an output, so it is reported instead.
+    """
+    if not stat.S_ISREG(mode):
+        return skip_reason(mode)
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:  # os.fsdecode turned the undecodable bytes into lone surrogates
+        return "name is not valid UTF-8 — skipped: rename it to process it"
+    return None
+
+
+def printable(path: str | Path) -> str:
+    """A path for a log line, its undecodable bytes shown as \\xNN (as `ls -b` would)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def read_regular(path: Path) -> tuple[bytes, os.stat_result]:
@@ -140,10 +162,11 @@ def scan_tree(
     top = os.path.abspath(root)
     excluded = {os.path.abspath(p) for p in exclude}
     for path, st in walk_candidates(top, root=top, excluded=excluded):
-        if stat.S_ISREG(st.st_mode):
+        reason = unusable_reason(os.path.relpath(path, top), st.st_mode)
+        if reason is None:
             yield Path(path), st.st_size
         elif on_skip is not None:
-            on_skip(Path(path), skip_reason(st.st_mode))
+            on_skip(Path(path), reason)
 
 
 def skip_reason(mode: int) -> str:

@@ -9,26 +9,32 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 __all__ = [
+    "NAME_MAX",
     "TEMP_PREFIX",
-    "alternate_output_name",
+    "free_name",
     "move_durably",
+    "numbered_name",
     "output_name",
+    "output_names",
     "remove_stray_temps",
     "safe_join",
+    "sidecar_name",
     "write_atomic",
     "write_failure",
 ]
 
 TEMP_PREFIX = ".icsd-tmp-"
+NAME_MAX = 255  # bytes in one path component on Linux file systems (ext4, xfs, btrfs, tmpfs)
 
 
 def output_name(rel: str) -> str:
@@ -36,9 +42,37 @@ def output_name(rel: str) -> str:
     return str(PurePosixPath(rel).with_suffix(".png"))
 
 
-def alternate_output_name(rel: str) -> str:
-    """`photos/a.jpg` -> `photos/a.jpg.png`: used when `a.png` already belongs to another input."""
-    return f"{rel}.png"
+def output_names(rel: str) -> Iterator[str]:
+    """The output names `rel` may take, best first: `a.png`, then `a.jpg.png`, `a.jpg.2.png`, `a.jpg.3.png` ...
+
+    The caller takes the first one no other input owns, so two inputs never share an output, however their
+    names chain (`a.bmp`, `a.png` and `a.png.png` in one folder). Every name fits NAME_MAX.
+    """
+    yield output_name(rel)
+    yield _fitted(rel, ".png")
+    for number in itertools.count(2):
+        yield _fitted(rel, f".{number}.png")
+
+
+def numbered_name(rel: str, number: int) -> str:
+    """`a/IMG_1.jpg`, 2 -> `a/IMG_1.2.jpg`: another name for the same file, kept within NAME_MAX."""
+    path = PurePosixPath(rel)
+    return _fitted(str(path.with_suffix("")), f".{number}{path.suffix}")
+
+
+def free_name(root: Path, rel: str) -> str:
+    """`rel`, or the first numbered name (see numbered_name) under which `root` holds nothing yet.
+
+    Moving a file there never replaces another: a failed or archived original with a reused camera name
+    (IMG_0001.JPG) is kept beside the earlier one. Only icsd writes these folders, so a check is enough.
+    """
+    candidates = itertools.chain([rel], (numbered_name(rel, n) for n in itertools.count(2)))
+    return next(name for name in candidates if not _taken(root, name))
+
+
+def sidecar_name(rel: str) -> str:
+    """`a/b.jpg` -> `a/b.jpg.error.json`, the failure report beside a failed original (within NAME_MAX)."""
+    return _fitted(rel, ".error.json")
 
 
 def safe_join(root: Path, rel: str) -> Path:
@@ -84,7 +118,7 @@ def move_durably(source: Path, root: Path, rel: str) -> Path:
 def write_failure(root: Path, rel: str, details: dict[str, object]) -> Path:
     """Sidecar `NAME.error.json` beside a failed original, so the reason travels with the file."""
     payload = json.dumps(details, indent=2, sort_keys=True, default=str).encode()
-    return write_atomic(root, f"{rel}.error.json", payload + b"\n")
+    return write_atomic(root, sidecar_name(rel), payload + b"\n")
 
 
 def remove_stray_temps(root: Path) -> int:
@@ -99,6 +133,24 @@ def remove_stray_temps(root: Path) -> int:
                     os.unlink(os.path.join(folder, name))
                     removed += 1
     return removed
+
+
+def _fitted(rel: str, ending: str) -> str:
+    """rel + ending, shortening the stem of rel's last component (at a character boundary, its suffix kept)
+    so that the component stays within NAME_MAX: `x{251}.jpg` + `.png` -> `x{247}.jpg.png`."""
+    folder, _, name = rel.rpartition("/")
+    suffix = PurePosixPath(name).suffix
+    stem = name[: len(name) - len(suffix)]
+    room = NAME_MAX - len(os.fsencode(suffix + ending))
+    encoded = os.fsencode(stem)
+    if len(encoded) > room:
+        stem = encoded[: max(room, 1)].decode("utf-8", "ignore")  # "ignore" drops a character cut in half
+    return f"{folder}/{stem}{suffix}{ending}" if folder else f"{stem}{suffix}{ending}"
+
+
+def _taken(root: Path, rel: str) -> bool:
+    """Is there anything (file, folder, link, even a dangling one) at root/rel, or its failure report?"""
+    return os.path.lexists(root / rel) or os.path.lexists(root / sidecar_name(rel))
 
 
 def _install(target: Path, fill: Callable[[BinaryIO], object], *, like: Path | None = None) -> None:

@@ -26,12 +26,12 @@ from icsd import __version__
 from icsd.delivery import Identity, Outputs, StorageFull, StorageGate, Task, UnsafePathError, identity_of, replaced
 from icsd.errors import EX_SOFTWARE, IcsdError, ImageError, SettingsError, TransientError
 from icsd.executor import WORKER_DIED, Executor, create_executor
-from icsd.inputs import read_regular, scan_tree
+from icsd.inputs import printable, read_regular, scan_tree
 from icsd.jobs import JobOutcome, Result
 from icsd.journal import FileId, Journal, content_digest
 from icsd.metrics import Metrics, NullMetrics, create_metrics
 from icsd.notify import Notifier, WatchdogPinger
-from icsd.output import alternate_output_name, output_name, remove_stray_temps
+from icsd.output import output_name, output_names, remove_stray_temps
 from icsd.params import CompressParams
 from icsd.progress import Tally, human_duration, image_fields, image_line
 from icsd.settings import Settings
@@ -240,11 +240,7 @@ class Service:
         digest = content_digest(data)
         if not self.journal.claim(FileId(rel, info.st_size, info.st_mtime_ns, digest)):
             return
-        output = output_name(rel)
-        owner = self.journal.output_owner(output)
-        if owner is not None and owner != rel:
-            output = alternate_output_name(rel)
-            log.warning("%s: %s already belongs to %s; writing %s", rel, output_name(rel), owner, output)
+        output = self._free_output(rel)
         self.journal.reserve_output(rel, output)
         task = Task(rel, path, output, digest, time.monotonic(), identity_of(info))
         try:
@@ -255,6 +251,20 @@ class Service:
             return
         self._in_flight[rel] = task
         future.add_done_callback(lambda done, task=task: self._events.put(("done", (task, done))))
+
+    def _free_output(self, rel: str) -> str:
+        """The first of `rel`'s output names (output.output_names) that no other input owns and no folder
+        occupies: an output is never shared, so never silently overwritten, however input names collide."""
+        natural = output_name(rel)
+        for output in output_names(rel):
+            owner = self.journal.output_owner(output)
+            if (owner is None or owner == rel) and not os.path.isdir(self.output_root / output):
+                break
+        if output != natural:
+            owner = self.journal.output_owner(natural)
+            holder = "a folder" if owner in (None, rel) else owner
+            log.warning("%s: %s already belongs to %s; writing %s", rel, natural, holder, output)
+        return output
 
     def _settled_by_metadata(self, rel: str, path: Path) -> bool:
         """Finished already (same size and mtime)? Decided before reading, so a restart with ON_SUCCESS=keep
@@ -412,7 +422,7 @@ class Service:
             self._events.put(("ready", path))
 
         def skipped(path: Path, reason: str) -> None:
-            log.warning("%s: %s", path, reason)
+            log.warning("%s: %s", printable(path), reason)
 
         if self.mode == "batch":  # one scan, no watcher (nor watchdog's import: ~15 ms of start-up)
             found = scan_tree(self.input_root, exclude=self._our_roots(), on_skip=skipped)

@@ -26,7 +26,7 @@ from watchdog.observers.polling import PollingObserverVFS
 from watchdog.utils import UnsupportedLibcError
 
 from icsd.errors import SettingsError
-from icsd.inputs import is_candidate_name, remote_fs_type, skip_reason, walk_candidates
+from icsd.inputs import is_candidate_name, remote_fs_type, unusable_reason, walk_candidates
 
 __all__ = ["Watcher"]
 
@@ -279,12 +279,13 @@ class Watcher:
             self._note_stat(p, st, now, reset=reset)
 
     def _note_stat(self, p: str, st: os.stat_result, now: float, *, reset: bool) -> None:
-        if not stat.S_ISREG(st.st_mode):
+        reason = unusable_reason(p[len(self._prefix) :], st.st_mode)
+        if reason is not None:
             self._pending.pop(p, None)
             self._seen.pop(p, None)
             if not stat.S_ISDIR(st.st_mode) and p not in self._skipped:
                 self._skipped.add(p)
-                self._skips.append((p, skip_reason(st.st_mode)))
+                self._skips.append((p, reason))
             return
         self._skipped.discard(p)  # a regular file now: if it turns into a link again, report again
         key = _key(st)

@@ -11,12 +11,16 @@ from pathlib import Path
 import pytest
 
 from icsd.output import (
+    NAME_MAX,
     TEMP_PREFIX,
-    alternate_output_name,
+    free_name,
     move_durably,
+    numbered_name,
     output_name,
+    output_names,
     remove_stray_temps,
     safe_join,
+    sidecar_name,
     write_atomic,
     write_failure,
 )
@@ -26,7 +30,36 @@ def test_output_name_mirrors_the_relative_path() -> None:
     assert output_name("a/b/photo.JPG") == "a/b/photo.png"
     assert output_name("photo.png") == "photo.png"
     assert output_name("no_suffix") == "no_suffix.png"
-    assert alternate_output_name("a/photo.jpg") == "a/photo.jpg.png"
+
+
+def test_output_names_go_on_past_the_documented_alternative() -> None:
+    names = output_names("a/photo.jpg")
+    expected = ["a/photo.png", "a/photo.jpg.png", "a/photo.jpg.2.png", "a/photo.jpg.3.png"]
+    assert [next(names) for _ in range(4)] == expected
+    chained = output_names("a.png")  # a.png's alternative a.png.png may be another input's own output
+    assert [next(chained) for _ in range(3)] == ["a.png", "a.png.png", "a.png.2.png"]
+
+
+def test_every_generated_name_fits_one_path_component() -> None:
+    long_stem = "é" * 126  # 252 bytes: the input name x.jpg is 256 - 1 ... at the limit with .jpg
+    rel = f"deep/{long_stem[:-1]}.jpg"  # 250 + 4 bytes = 254, a valid name
+    names = output_names(rel)
+    for name in [next(names) for _ in range(3)] + [numbered_name(rel, 12), sidecar_name(rel)]:
+        folder, _, last = name.rpartition("/")
+        assert folder == "deep" and len(os.fsencode(last)) <= NAME_MAX, name
+        last.encode("utf-8")  # cut at a character boundary, never inside é
+    assert next(output_names(rel)) == f"deep/{long_stem[:-1]}.png"  # the natural name is never shortened
+    assert sidecar_name(rel).endswith(".error.json") and numbered_name(rel, 12).endswith(".12.jpg")
+
+
+def test_free_name_never_picks_a_name_in_use(tmp_path: Path) -> None:
+    assert free_name(tmp_path, "cam/IMG_1.JPG") == "cam/IMG_1.JPG"
+    (tmp_path / "cam").mkdir()
+    (tmp_path / "cam" / "IMG_1.JPG").write_bytes(b"first")
+    (tmp_path / "cam" / "IMG_1.2.JPG.error.json").write_bytes(b"{}")  # a report whose original is gone
+    (tmp_path / "cam" / "IMG_1.3.JPG").symlink_to(tmp_path / "nowhere")  # dangling, still a name in use
+    assert free_name(tmp_path, "cam/IMG_1.JPG") == "cam/IMG_1.4.JPG"
+    assert numbered_name("no_suffix", 2) == "no_suffix.2"
 
 
 @pytest.mark.parametrize("rel", ["../x.png", "/etc/passwd", "a/../../x.png", ""])

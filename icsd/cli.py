@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="icsd",
         description="Image Compression System daemon: downsample images and reduce them to K colours.",
         epilog="Every setting is also an environment variable ICSD_<NAME> (or a line in ./.env); "
-        "flags win over the environment.",
+        "flags win over the environment, the environment over .env.",
     )
     parser.add_argument("--version", action="version", version=f"icsd {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -1,7 +1,9 @@
 """Daemon settings: environment variables (prefix `ICSD_`), a `.env` file, and CLI overrides.
 
 Precedence, highest first: command-line flag > process environment > `.env` in the working
-directory > default. Everything is validated once, here, and turned into the frozen
+directory > default. Alternative settings (COLORS | BITS; SCALE | MAX_SIZE | SIZE) are one choice
+each: the highest source that sets any of them decides it alone, and two of them in one source
+contradict each other. Everything is validated once, here, and turned into the frozen
 `CompressParams` the core needs; errors name the setting and the allowed values.
 """
 
@@ -13,15 +15,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from icsd.errors import SettingsError
 from icsd.params import DEFAULT_MAX_PIXELS, CompressParams, Resample, Strategy, colors_from_bits, parse_size
 
-__all__ = ["ENV_PREFIX", "Settings", "load_settings", "unknown_env_warnings"]
+__all__ = ["ALTERNATIVES", "ENV_PREFIX", "Settings", "load_settings", "unknown_env_warnings"]
 
 ENV_PREFIX = "ICSD_"
 DEFAULT_COLORS = 16
+# Settings that are one choice between alternatives: one colour count, one size rule.
+ALTERNATIVES: tuple[tuple[str, ...], ...] = (("colors", "bits"), ("scale", "max_size", "size"))
 
 
 class Settings(BaseSettings):
@@ -50,7 +55,7 @@ class Settings(BaseSettings):
         "kmeans", description="size-only (SO), kmeans (MKM), sklearn-kmeans (FKM) or sklearn-minibatch (MBKM)"
     )
     colors: int | None = Field(None, description=f"colours per image, 2-256 [default: {DEFAULT_COLORS}]")
-    bits: int | None = Field(None, description="colours as bits, 1-8 (colours = 2^bits); not with COLORS")
+    bits: int | None = Field(None, description="colours as bits, 1-8 (colours = 2^bits); instead of COLORS")
     grayscale: bool = Field(False, description="quantize luminance and write grayscale images")
     scale: float = Field(5.0, description="downsampling factor per side (>= 1)")
     max_size: str | None = Field(None, description="fit within WIDTHxHEIGHT instead of SCALE (never upsamples)")
@@ -75,6 +80,29 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field("text", description="text, or json (one object per line)")
     metrics_port: int | None = Field(None, description="serve Prometheus metrics on this port [default: off]")
     metrics_host: str = Field("127.0.0.1", description="address the metrics server binds to")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The usual sources and order, merged by one source that keeps each group of ALTERNATIVES whole.
+
+        pydantic-settings merges sources key by key, so `--scale 2` over `ICSD_SIZE=64x64` would keep
+        both and the size rule would silently win; merging here lets a higher source's choice replace
+        the whole group.
+        """
+        layers = (
+            ("the command line", init_settings),
+            ("the environment", env_settings),
+            (".env", dotenv_settings),
+            ("the secrets folder", file_secret_settings),
+        )
+        return (_OneChoicePerGroup(settings_cls, layers),)
 
     # -- derived values -------------------------------------------------------------------
 
@@ -105,8 +133,7 @@ class Settings(BaseSettings):
         )
 
     def color_count(self) -> int:
-        if self.colors is not None and self.bits is not None:
-            raise SettingsError("set ICSD_COLORS or ICSD_BITS, not both (colours = 2^bits)")
+        """K from ICSD_BITS or ICSD_COLORS (at most one is set: see _OneChoicePerGroup)."""
         if self.bits is not None:
             return colors_from_bits(self.bits, setting="ICSD_BITS")
         colors = DEFAULT_COLORS if self.colors is None else self.colors
@@ -131,8 +158,6 @@ class Settings(BaseSettings):
             _check_range("METRICS_PORT", self.metrics_port, low=0, high=65535)
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise SettingsError(f"ICSD_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, got {self.log_level!r}")
-        if self.max_size and self.size:
-            raise SettingsError("set ICSD_MAX_SIZE (fit within) or ICSD_SIZE (exact size), not both")
         if self.on_success == "archive" and self.archive_dir is None:
             raise SettingsError("ICSD_ON_SUCCESS=archive needs ICSD_ARCHIVE_DIR (where originals are moved)")
         self._check_folders()
@@ -156,10 +181,6 @@ class Settings(BaseSettings):
 def load_settings(**overrides: Any) -> Settings:
     """Settings from env/.env with `overrides` (CLI flags; None = not given) on top."""
     given = {key: value for key, value in overrides.items() if value is not None}
-    if "colors" in given:  # a flag wins over the environment for the colour count as a whole
-        given.setdefault("bits", None)
-    elif "bits" in given:
-        given["colors"] = None
     try:
         return Settings(**given)
     except ValidationError as exc:
@@ -184,6 +205,51 @@ def unknown_env_warnings(environ: dict[str, str] | None = None, env_file: Path =
         hint = f"; did you mean {close[0]}?" if close else ""
         warnings.append(f"unknown setting {key} is ignored{hint}")
     return warnings
+
+
+class _OneChoicePerGroup(PydanticBaseSettingsSource):
+    """The sources merged in precedence order, each group of ALTERNATIVES taken from one source only.
+
+    The highest source that sets any member of a group decides the whole group, so a lower source
+    can neither add a second rule (`ICSD_SIZE` under `--scale`) nor make a conflict with it; two
+    members set in the same source are a SettingsError naming the source. "Set" means given:
+    defaults are not in any source, and empty values are dropped (env_ignore_empty) or None (flags).
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings],
+                 layers: tuple[tuple[str, PydanticBaseSettingsSource], ...]) -> None:
+        super().__init__(settings_cls)
+        self.layers = layers
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        """Unused (abstract in the base class): __call__ reads whole sources."""
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        merged: dict[str, Any] = {}
+        decided: set[tuple[str, ...]] = set()
+        for where, source in self.layers:
+            values = {key: value for key, value in source().items() if value is not None}
+            for group in ALTERNATIVES:
+                given = [name for name in group if name in values]
+                if group in decided:
+                    for name in given:
+                        del values[name]
+                elif len(given) > 1:
+                    raise SettingsError(_conflict(given, where))
+                elif given:
+                    decided.add(group)
+            merged = values | merged
+        return merged
+
+
+def _conflict(names: list[str], where: str) -> str:
+    """`set ICSD_COLORS or ICSD_BITS, not both: the environment sets both`."""
+    env = [f"{ENV_PREFIX}{name.upper()}" for name in names]
+    hint = " (colours = 2^bits)" if "bits" in names else ""
+    if len(env) == 2:
+        return f"set {env[0]} or {env[1]}, not both{hint}: {where} sets both"
+    return f"set one of {', '.join(env[:-1])} or {env[-1]}, not several: {where} sets all of them"
 
 
 def _setting(name: str, parse: Any, value: Any) -> Any:

@@ -132,3 +132,39 @@ def test_help_lists_every_setting_as_a_flag(tmp_path: Path) -> None:
     top = icsd("--help", cwd=tmp_path)
     for command in ("run", "batch", "compress", "status"):
         assert command in top.stdout
+
+
+# -- alternatives: the highest source's choice wins -----------------------------------------------------
+
+
+def compressed_size(done: subprocess.CompletedProcess[str]) -> str:
+    """`50x50` from the `size after:  ... (50x50 px, ...)` line of `icsd compress`."""
+    match = re.search(r"size after: .*\((\d+x\d+) px", done.stdout)
+    assert match, done.stdout + done.stderr
+    return match.group(1)
+
+
+def test_size_rule_flag_wins_over_the_environment(tmp_path: Path) -> None:
+    write_image(tmp_path / "a.jpg", sample_image(crop=100))
+    for flags, size in ((["--scale", "2"], "50x50"), (["--max-size", "40x40"], "40x40"), ([], "64x64")):
+        done = icsd("compress", "a.jpg", *flags, cwd=tmp_path, ICSD_SIZE="64x64")
+        assert done.returncode == 0, done.stderr
+        assert compressed_size(done) == size, flags
+
+
+def test_batch_max_size_flag_wins_over_size_in_the_environment(tmp_path: Path) -> None:
+    write_image(tmp_path / "in" / "a.jpg", sample_image(crop=100))
+    done = icsd("batch", "in", "--output-dir", "out", "--max-size", "40x40", "--workers", "1", cwd=tmp_path,
+                ICSD_SIZE="64x64")
+    assert done.returncode == 0, done.stderr
+    with Image.open(tmp_path / "out" / "a.png") as image:
+        assert image.size == (40, 40)
+
+
+def test_environment_choice_wins_over_dotenv(tmp_path: Path) -> None:
+    write_image(tmp_path / "a.jpg", sample_image(crop=100))
+    (tmp_path / ".env").write_text("ICSD_COLORS=4\n")
+    done = icsd("compress", "a.jpg", cwd=tmp_path, ICSD_BITS="3")
+    assert done.returncode == 0, done.stderr
+    assert "(20x20 px, 8 colours, kmeans)" in done.stdout
+

@@ -1,4 +1,5 @@
-"""Settings: env/.env/flag precedence, colour and bits boundaries, error messages, the example file."""
+"""Settings: env/.env/flag precedence (alternatives too), colour and bits boundaries, error messages,
+the example file."""
 
 from __future__ import annotations
 
@@ -96,6 +97,77 @@ def test_colour_flag_replaces_bits_from_env(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("ICSD_COLORS", "100")
     monkeypatch.delenv("ICSD_BITS")
     assert load_settings(bits=2).params().colors == 4
+
+
+def test_size_rule_flag_replaces_the_environments(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One size rule: a flag's choice wins over the environment's, whichever of the three each names."""
+    monkeypatch.setenv("ICSD_SIZE", "64x64")
+    by_scale = load_settings(scale=2.0).validate_all()
+    assert (by_scale.scale, by_scale.max_size, by_scale.size) == (2.0, None, None)
+    by_fit = load_settings(max_size="50x50").validate_all()
+    assert (by_fit.max_size, by_fit.size) == ((50, 50), None)
+    assert load_settings().validate_all().size == (64, 64)
+
+
+def test_environment_choice_replaces_dotenv_choice(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("ICSD_COLORS=4\nICSD_SIZE=9x9\n")
+    monkeypatch.setenv("ICSD_BITS", "3")
+    monkeypatch.setenv("ICSD_SCALE", "2")
+    params = load_settings().validate_all()
+    assert (params.colors, params.scale, params.size) == (8, 2.0, None)
+
+
+def test_lower_source_scale_does_not_leak_under_a_higher_size_rule(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """ICSD_SCALE=2.5 in .env belongs to a choice the environment replaced: not validated, not used."""
+    (tmp_path / ".env").write_text("ICSD_SCALE=2.5\nICSD_RESAMPLE=stride\n")
+    monkeypatch.setenv("ICSD_MAX_SIZE", "32x32")
+    settings = load_settings()
+    assert settings.validate_all().max_size == (32, 32)
+    assert settings.scale == 5.0
+
+
+@pytest.mark.parametrize(
+    ("env", "dotenv", "flags", "message"),
+    [
+        ({"ICSD_SIZE": "9x9", "ICSD_MAX_SIZE": "5x5"}, "", {},
+         "set ICSD_MAX_SIZE or ICSD_SIZE, not both: the environment sets both"),
+        ({"ICSD_SCALE": "2", "ICSD_SIZE": "9x9"}, "", {},
+         "set ICSD_SCALE or ICSD_SIZE, not both: the environment sets both"),
+        ({"ICSD_SCALE": "2", "ICSD_MAX_SIZE": "5x5", "ICSD_SIZE": "9x9"}, "", {},
+         "set one of ICSD_SCALE, ICSD_MAX_SIZE or ICSD_SIZE, not several: the environment sets all of them"),
+        ({}, "ICSD_COLORS=4\nICSD_BITS=2\n", {},
+         "set ICSD_COLORS or ICSD_BITS, not both (colours = 2^bits): .env sets both"),
+        ({}, "", {"colors": 4, "bits": 2},
+         "set ICSD_COLORS or ICSD_BITS, not both (colours = 2^bits): the command line sets both"),
+    ],
+)
+def test_alternatives_in_one_source_conflict(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, env: dict[str, str], dotenv: str, flags: dict[str, object],
+    message: str,
+) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    (tmp_path / ".env").write_text(dotenv)
+    with pytest.raises(SettingsError) as caught:
+        load_settings(**flags)
+    assert caught.value.message == message
+
+
+def test_a_higher_choice_settles_a_conflict_below_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("ICSD_COLORS=4\nICSD_BITS=2\nICSD_SIZE=9x9\nICSD_MAX_SIZE=5x5\n")
+    monkeypatch.setenv("ICSD_COLORS", "32")
+    params = load_settings(scale=3.0).validate_all()
+    assert (params.colors, params.scale, params.max_size, params.size) == (32, 3.0, None, None)
+
+
+def test_empty_values_do_not_count_as_a_choice(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The example file's `ICSD_BITS=` and `ICSD_SIZE=` mean "default", not "chosen"."""
+    (tmp_path / ".env").write_text("ICSD_COLORS=4\nICSD_BITS=\nICSD_SIZE=\nICSD_MAX_SIZE=5x5\n")
+    monkeypatch.setenv("ICSD_BITS", "")
+    params = load_settings().validate_all()
+    assert (params.colors, params.max_size) == (4, (5, 5))
 
 
 def test_output_inside_input_is_refused(tmp_path: Path) -> None:

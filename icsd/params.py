@@ -6,6 +6,7 @@ Validated once here (at construction), so the core's private kernels can assume 
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 
 from icsd.errors import SettingsError
@@ -94,8 +95,8 @@ class CompressParams:
         object.__setattr__(self, "resample", Resample.parse(self.resample))
         if not 2 <= self.colors <= 256:
             raise SettingsError(f"colors must be between 2 and 256, got {self.colors}")
-        if not self.scale >= 1:
-            raise SettingsError(f"scale must be a downsampling factor >= 1, got {self.scale}")
+        if not (self.scale >= 1 and math.isfinite(self.scale)):  # inf would make every image 1x1
+            raise SettingsError(f"scale must be a finite downsampling factor >= 1, got {self.scale}")
         if self.resample is Resample.STRIDE and self.scale != int(self.scale):
             raise SettingsError(f"resample 'stride' needs a whole-number scale, got {self.scale}")
         for name in ("max_size", "size"):
@@ -104,6 +105,9 @@ class CompressParams:
                 raise SettingsError(f"{name} must be two positive integers WIDTHxHEIGHT, got {value}")
         if self.max_pixels < 1:
             raise SettingsError(f"max_pixels must be positive, got {self.max_pixels}")
+        if self.size is not None and self.size[0] * self.size[1] > self.max_pixels:
+            # `size` is the only rule that can upsample: uncapped, one typo allocates tens of GB.
+            raise SettingsError(f"size {self.size} has more pixels than max_pixels ({self.max_pixels})")
 
 
 def parse_size(text: str, *, setting: str) -> tuple[int, int]:

@@ -10,6 +10,7 @@ contradict each other. Everything is validated once, here, and turned into the f
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -59,7 +60,9 @@ class Settings(BaseSettings):
     grayscale: bool = Field(False, description="quantize luminance and write grayscale images")
     scale: float = Field(5.0, description="downsampling factor per side (>= 1)")
     max_size: str | None = Field(None, description="fit within WIDTHxHEIGHT instead of SCALE (never upsamples)")
-    size: str | None = Field(None, description="exact WIDTHxHEIGHT output: scale to cover, centre-crop")
+    size: str | None = Field(
+        None, description="exact WIDTHxHEIGHT output instead of SCALE: scale to cover, centre-crop (<= MAX_PIXELS)"
+    )
     resample: str = Field("box", description="downsampling filter: box (area average), lanczos, stride (skip)")
     seed: int = Field(0, description="random seed for k-means (same seed, same output)")
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, description="refuse images with more pixels (decompression bombs)")
@@ -68,7 +71,9 @@ class Settings(BaseSettings):
     executor: Literal["process", "dask"] = Field("process", description="process (local pool) or dask (cluster)")
     dask_scheduler: str = Field("local", description="dask scheduler address tcp://host:8786, or local")
     stable_seconds: float = Field(1.0, description="quiet period before a new file counts as completely written")
-    rescan_seconds: float = Field(300.0, description="periodic rescan of the input folder, catches missed events")
+    rescan_seconds: float = Field(
+        300.0, description="periodic rescan of the input folder (> 0), catches missed events"
+    )
     polling: bool | None = Field(None, description="force polling (true) or inotify (false) [default: auto]")
     max_attempts: int = Field(3, description="tries for an image whose failure may be transient")
     drain_seconds: float = Field(30.0, description="on SIGTERM, how long in-flight images may take to finish")
@@ -119,14 +124,30 @@ class Settings(BaseSettings):
         return self.workers or os.cpu_count() or 1
 
     def params(self) -> CompressParams:
-        """The frozen job parameters; raises SettingsError naming the offending setting."""
+        """The frozen job parameters; raises SettingsError naming the offending setting.
+
+        Checked here rather than left to CompressParams, whose messages cannot name ICSD_ variables;
+        `icsd compress` needs only this, the daemon commands call it through validate_all.
+        """
+        _check_range("SCALE", self.scale, low=1, finite=True)
+        if self.resample.lower() == "stride" and self.scale != int(self.scale):
+            raise SettingsError(f"ICSD_RESAMPLE=stride needs a whole-number ICSD_SCALE, got {self.scale}")
+        # Pillow refuses anything above twice its own limit, whatever we allow.
+        _check_range("MAX_PIXELS", self.max_pixels, low=1, high=2 * DEFAULT_MAX_PIXELS)
+        size = parse_size(self.size, setting="ICSD_SIZE") if self.size else None
+        if size is not None and size[0] * size[1] > self.max_pixels:
+            # The only rule that can upsample: without this cap a typo allocates tens of GB per image.
+            raise SettingsError(
+                f"ICSD_SIZE {size[0]}x{size[1]} is {size[0] * size[1]} pixels, more than ICSD_MAX_PIXELS "
+                f"({self.max_pixels}): choose a smaller size"
+            )
         return CompressParams(
             strategy=_setting("STRATEGY", Strategy.parse, self.strategy),
             colors=self.color_count(),
             grayscale=self.grayscale,
             scale=self.scale,
             max_size=parse_size(self.max_size, setting="ICSD_MAX_SIZE") if self.max_size else None,
-            size=parse_size(self.size, setting="ICSD_SIZE") if self.size else None,
+            size=size,
             resample=_setting("RESAMPLE", Resample.parse, self.resample),
             seed=self.seed,
             max_pixels=self.max_pixels,
@@ -143,15 +164,12 @@ class Settings(BaseSettings):
 
     def validate_all(self) -> CompressParams:
         """Check everything a daemon start needs; returns the job parameters."""
-        _check_range("SCALE", self.scale, low=1)
-        if self.resample.lower() == "stride" and self.scale != int(self.scale):
-            raise SettingsError(f"ICSD_RESAMPLE=stride needs a whole-number ICSD_SCALE, got {self.scale}")
+        params = self.params()
         _check_range("WORKERS", self.workers, low=0)
         _check_range("STABLE_SECONDS", self.stable_seconds, low=0)
-        _check_range("RESCAN_SECONDS", self.rescan_seconds, low=0)
+        # No "off": the rescan is what catches events the watcher missed (inotify overflow, NFS).
+        _check_range("RESCAN_SECONDS", self.rescan_seconds, low=0, exclusive=True)
         _check_range("MAX_ATTEMPTS", self.max_attempts, low=1)
-        # Pillow refuses anything above twice its own limit, whatever we allow.
-        _check_range("MAX_PIXELS", self.max_pixels, low=1, high=2 * DEFAULT_MAX_PIXELS)
         _check_range("DRAIN_SECONDS", self.drain_seconds, low=0)
         _check_range("STALL_SECONDS", self.stall_seconds, low=0.1)
         if self.metrics_port is not None:
@@ -161,7 +179,7 @@ class Settings(BaseSettings):
         if self.on_success == "archive" and self.archive_dir is None:
             raise SettingsError("ICSD_ON_SUCCESS=archive needs ICSD_ARCHIVE_DIR (where originals are moved)")
         self._check_folders()
-        return self.params()
+        return params
 
     def _check_folders(self) -> None:
         """Our folders may not be the input folder or inside it: we would watch our own output."""
@@ -260,10 +278,18 @@ def _setting(name: str, parse: Any, value: Any) -> Any:
         raise SettingsError(f"ICSD_{name}: {message}") from None
 
 
-def _check_range(name: str, value: float, *, low: float, high: float | None = None) -> None:
-    if value < low or (high is not None and value > high):
-        bound = f"between {low} and {high}" if high is not None else f">= {low}"
-        raise SettingsError(f"ICSD_{name} must be {bound}, got {value}")
+def _check_range(
+    name: str, value: float, *, low: float, high: float | None = None, exclusive: bool = False, finite: bool = False
+) -> None:
+    """Raise SettingsError unless low <= value <= high (low < value if `exclusive`; not inf if `finite`).
+
+    NaN is always refused: it compares false with every bound and would pass a plain range check.
+    """
+    below = value <= low if exclusive else value < low
+    if math.isnan(value) or below or (high is not None and value > high) or (finite and math.isinf(value)):
+        bound = f"between {low} and {high}" if high is not None else f"{'>' if exclusive else '>='} {low}"
+        kind = "a finite number " if finite and not math.isfinite(value) else ""
+        raise SettingsError(f"ICSD_{name} must be {kind}{bound}, got {value}")
 
 
 def _describe(exc: ValidationError) -> str:

@@ -14,6 +14,7 @@ from PIL import Image
 
 import icsd.compress
 from icsd.compress import compress
+from icsd.errors import SettingsError
 from icsd.jobs import JobOutcome, Result, compress_job
 from icsd.params import CompressParams, Strategy
 from tests import images
@@ -103,6 +104,19 @@ def test_extreme_aspect_ratio_compresses() -> None:
     result = compress(data, CompressParams(colors=4))
     assert result.output_size == (1, 20_000)
     assert Image.open(io.BytesIO(result.data)).size == (1, 20_000)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"scale": math.inf}, "scale must be a finite downsampling factor >= 1, got inf"),
+        ({"size": (10, 11), "max_pixels": 100}, "size (10, 11) has more pixels than max_pixels (100)"),
+    ],
+)
+def test_params_refuse_what_would_make_1x1_images_or_huge_buffers(fields: dict[str, object], message: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        CompressParams(**fields)  # type: ignore[arg-type]
+    assert caught.value.message == message
 
 
 def test_single_colour_image() -> None:

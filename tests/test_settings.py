@@ -65,6 +65,17 @@ def test_colour_boundaries_accepted(monkeypatch: pytest.MonkeyPatch, colors: int
         ({"ICSD_ON_SUCCESS": "archive"}, "ICSD_ON_SUCCESS=archive needs ICSD_ARCHIVE_DIR"),
         ({"ICSD_MAX_ATTEMPTS": "0"}, "ICSD_MAX_ATTEMPTS must be >= 1, got 0"),
         ({"ICSD_MAX_PIXELS": "200000000"}, "ICSD_MAX_PIXELS must be between 1 and 178956970, got 200000000"),
+        ({"ICSD_SCALE": "inf"}, "ICSD_SCALE must be a finite number >= 1, got inf"),
+        ({"ICSD_SCALE": "nan"}, "ICSD_SCALE must be a finite number >= 1, got nan"),
+        ({"ICSD_STABLE_SECONDS": "nan"}, "ICSD_STABLE_SECONDS must be >= 0, got nan"),
+        ({"ICSD_RESCAN_SECONDS": "0"}, "ICSD_RESCAN_SECONDS must be > 0, got 0.0"),
+        (
+            {"ICSD_SIZE": "100000x100000"},
+            "ICSD_SIZE 100000x100000 is 10000000000 pixels, more than ICSD_MAX_PIXELS (89478485): "
+            "choose a smaller size",
+        ),
+        ({"ICSD_SIZE": "10x11", "ICSD_MAX_PIXELS": "100"},
+         "ICSD_SIZE 10x11 is 110 pixels, more than ICSD_MAX_PIXELS (100): choose a smaller size"),
     ],
 )
 def test_bad_settings_name_the_setting(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str) -> None:
@@ -73,6 +84,28 @@ def test_bad_settings_name_the_setting(monkeypatch: pytest.MonkeyPatch, env: dic
     with pytest.raises(SettingsError) as caught:
         load_settings().validate_all()
     assert message in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ({"scale": 0.5}, "ICSD_SCALE must be >= 1, got 0.5"),
+        ({"scale": float("inf")}, "ICSD_SCALE must be a finite number >= 1, got inf"),
+        ({"max_pixels": 0}, "ICSD_MAX_PIXELS must be between 1 and 178956970, got 0"),
+        ({"size": "20000x20000"}, "ICSD_SIZE 20000x20000 is 400000000 pixels, more than ICSD_MAX_PIXELS (89478485)"),
+    ],
+)
+def test_params_alone_name_the_setting(flags: dict[str, object], message: str) -> None:
+    """`icsd compress` checks only params(): its errors must name ICSD_ settings, not CompressParams fields."""
+    with pytest.raises(SettingsError) as caught:
+        load_settings(**flags).params()
+    assert caught.value.message.startswith(message)
+
+
+def test_exact_size_up_to_max_pixels_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ICSD_MAX_PIXELS", "100")
+    monkeypatch.setenv("ICSD_SIZE", "10x10")
+    assert load_settings().validate_all().size == (10, 10)
 
 
 def test_strategy_aliases_case_insensitive(monkeypatch: pytest.MonkeyPatch) -> None:

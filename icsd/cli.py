@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from icsd import __version__
-from icsd.errors import IcsdError, InputError, SettingsError
+from icsd.errors import IcsdError, InputError, OutputError, SettingsError, UsageError
 from icsd.worker_server import start_for_command
 
 __all__ = ["build_parser", "main"]
@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
         "[--scale F | --max-size WxH | --size WxH] [...]",
     )
     one.add_argument("file", type=Path, help="image to compress")
-    one.add_argument("-o", "--output", type=Path, help="output PNG [default: FILE with .png beside it]")
+    # str, not Path: Path("") is "." and an empty -o would silently mean the current folder.
+    one.add_argument("-o", "--output", help="output PNG [default: FILE with .png beside it]")
     _add_setting_flags(one, Settings, names=COMPRESS_FLAGS)
     one.set_defaults(handler=_cmd_compress)
 
@@ -101,6 +102,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from icsd.service import Service
 
     settings = _settings_from(args)
+    _check_input_folder(settings.input_dir, hint="check ICSD_INPUT_DIR", must_exist=False)
     service = _prepared_service(settings, Service, mode="watch")
 
     def on_signal(signum: int, _frame: types.FrameType | None) -> None:
@@ -119,10 +121,8 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     if args.folder is not None:
         args.input_dir = args.folder
     settings = _settings_from(args)
-    if not settings.input_dir.is_dir():  # `run` creates its drop folder; a batch over nothing is a typo
-        raise InputError(
-            f"input folder {settings.input_dir} does not exist: check the FOLDER argument or ICSD_INPUT_DIR"
-        )
+    # `run` creates its drop folder; a batch over nothing is a typo
+    _check_input_folder(settings.input_dir, hint="check the FOLDER argument or ICSD_INPUT_DIR", must_exist=True)
     service = _prepared_service(settings, Service, mode="batch")
     bar = ProgressBar(total=0)
     for handler in logging.getLogger("icsd").handlers:
@@ -147,14 +147,15 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         data = source.read_bytes()
     except OSError as exc:
         raise InputError(f"cannot read {source}: {exc.strerror or exc}") from None
-    target: Path = args.output or source.with_suffix(".png")
-    if target.resolve() == source.resolve():
-        target = source.with_name(f"{source.stem}.icsd.png")
+    target = _compress_target(source, args.output)
     try:
         result = compress(data, params)
     except IcsdError as exc:
         raise type(exc)(f"{source}: {exc.message}") from None
-    write_atomic(target.parent.resolve(), target.name, result.data)
+    try:
+        write_atomic(target.parent.resolve(), target.name, result.data)
+    except OSError as exc:
+        raise OutputError(f"cannot write {target}: {exc.strerror or exc}; choose another path with -o") from None
     (w_in, h_in), (w_out, h_out) = result.input_size, result.output_size
     print(f"{source} -> {target}")
     print(f"size before: {human_bytes(result.input_bytes)} ({w_in}x{h_in} px)")
@@ -199,7 +200,52 @@ def _prepared_service(settings: typing.Any, service_class: typing.Any, *, mode: 
     setup_logging(settings.log_level.upper(), settings.log_format)
     for warning in unknown_env_warnings():
         log.warning(warning)
-    return service_class(settings, mode=mode)
+    service = service_class(settings, mode=mode)  # validates every setting before any folder is made
+    _create_folders(settings, mode=mode)
+    return service
+
+
+def _check_input_folder(folder: Path, *, hint: str, must_exist: bool) -> None:
+    """The input must be a folder: a file given by mistake is named as such, not "does not exist"."""
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"input folder {folder} is not a folder: {hint} (icsd compress takes one file)")
+    if must_exist and not folder.exists():
+        raise InputError(f"input folder {folder} does not exist: {hint}")
+
+
+def _create_folders(settings: typing.Any, *, mode: str) -> None:
+    """Create the drop folder (run) and the folders we write to, as Service.run would.
+
+    Done here first so that a path that cannot be a folder (a file, /proc, no permission) is one line
+    naming its setting and exit 73, instead of an OSError traceback from inside the service.
+    """
+    wanted: dict[str, Path] = {"ICSD_INPUT_DIR": settings.input_dir} if mode == "watch" else {}
+    wanted |= {name: folder for name, folder in settings.folders().items()
+               if name != "ICSD_ARCHIVE_DIR" or settings.on_success == "archive"}
+    for name, folder in wanted.items():
+        if folder.exists() and not folder.is_dir():
+            raise OutputError(f"{name} {folder} exists and is not a folder: choose another path")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(
+                f"cannot create {name} {folder}: {exc.strerror or exc}; choose a folder you can write to"
+            ) from None
+
+
+def _compress_target(source: Path, output: str | None) -> Path:
+    """Where `icsd compress` writes, checked before the work is done; never the input itself."""
+    if output is not None and not output.strip():
+        raise UsageError("-o/--output is empty: give the output file name (e.g. -o small.png)")
+    target = Path(output) if output is not None else source.with_suffix(".png")
+    if target.is_dir():
+        example = target / f"{source.stem}.png"
+        raise OutputError(f"cannot write {target}: it is a folder; give a file name (e.g. -o {example})")
+    if target.parent.exists() and not target.parent.is_dir():
+        raise OutputError(f"cannot write {target}: {target.parent} is not a folder; choose another path with -o")
+    if target.resolve() == source.resolve():
+        target = source.with_name(f"{source.stem}.icsd.png")
+    return target
 
 
 def _settings_from(args: argparse.Namespace, *, validate: bool = True) -> typing.Any:

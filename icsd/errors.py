@@ -8,6 +8,7 @@ Permanent errors (the input itself is bad) send a file to the failed folder; tra
 from __future__ import annotations
 
 __all__ = [
+    "EX_CANTCREAT",
     "EX_CONFIG",
     "EX_DATAERR",
     "EX_SOFTWARE",
@@ -21,7 +22,9 @@ __all__ = [
     "TransientError",
     "TruncatedImageError",
     "InputError",
+    "UsageError",
     "EX_NOINPUT",
+    "OutputError",
 ]
 
 # BSD sysexits.h values: systemd and shell scripts understand them.
@@ -29,6 +32,7 @@ EX_USAGE = 64
 EX_DATAERR = 65
 EX_NOINPUT = 66
 EX_SOFTWARE = 70
+EX_CANTCREAT = 73
 EX_TEMPFAIL = 75
 EX_CONFIG = 78
 
@@ -48,6 +52,12 @@ class SettingsError(IcsdError):
     """A setting or command-line option is invalid; names the setting and the allowed values."""
 
     exit_code = EX_CONFIG
+
+
+class UsageError(IcsdError):
+    """The command line is wrong in a way argparse cannot see (an empty -o, say)."""
+
+    exit_code = EX_USAGE
 
 
 class ImageError(IcsdError):
@@ -75,6 +85,12 @@ class InputError(IcsdError):
     """A file named on the command line cannot be read."""
 
     exit_code = EX_NOINPUT
+
+
+class OutputError(IcsdError):
+    """An output file or folder cannot be created (a file where a folder must be, no permission...)."""
+
+    exit_code = EX_CANTCREAT
 
 
 class TransientError(IcsdError):

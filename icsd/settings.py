@@ -123,6 +123,14 @@ class Settings(BaseSettings):
     def worker_count(self) -> int:
         return self.workers or os.cpu_count() or 1
 
+    def folders(self) -> dict[str, Path]:
+        """The folders icsd writes to, by setting name (the archive only when one is configured)."""
+        ours = {"ICSD_OUTPUT_DIR": self.output_dir, "ICSD_FAILED_DIR": self.failed_path,
+                "ICSD_STATE_DIR": self.state_path}
+        if self.archive_dir is not None:
+            ours["ICSD_ARCHIVE_DIR"] = self.archive_dir
+        return ours
+
     def params(self) -> CompressParams:
         """The frozen job parameters; raises SettingsError naming the offending setting.
 
@@ -184,14 +192,11 @@ class Settings(BaseSettings):
     def _check_folders(self) -> None:
         """Our folders may not be the input folder or inside it: we would watch our own output."""
         source = self.input_dir.resolve()
-        ours = {"OUTPUT_DIR": self.output_dir, "FAILED_DIR": self.failed_path, "STATE_DIR": self.state_path}
-        if self.archive_dir is not None:
-            ours["ARCHIVE_DIR"] = self.archive_dir
-        for name, folder in ours.items():
+        for name, folder in self.folders().items():
             resolved = folder.resolve()
             if resolved == source or resolved.is_relative_to(source):
                 raise SettingsError(
-                    f"ICSD_{name} ({folder}) is inside ICSD_INPUT_DIR ({self.input_dir}): "
+                    f"{name} ({folder}) is inside ICSD_INPUT_DIR ({self.input_dir}): "
                     "choose a folder outside the input folder"
                 )
 

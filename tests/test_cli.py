@@ -168,3 +168,50 @@ def test_environment_choice_wins_over_dotenv(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "(20x20 px, 8 colours, kmeans)" in done.stdout
 
+
+# -- one-line errors naming the setting or path ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "code", "message"),
+    [
+        (["compress", "a.jpg"], {"ICSD_SIZE": "9x9", "ICSD_MAX_SIZE": "5x5"}, 78,
+         "set ICSD_MAX_SIZE or ICSD_SIZE, not both: the environment sets both"),
+        (["compress", "a.jpg", "--size", "100000x100000"], {}, 78,
+         "ICSD_SIZE 100000x100000 is 10000000000 pixels, more than ICSD_MAX_PIXELS (89478485): choose a smaller size"),
+        (["compress", "a.jpg", "--scale", "inf"], {}, 78, "ICSD_SCALE must be a finite number >= 1, got inf"),
+        (["compress", "a.jpg", "--scale", "0.5"], {}, 78, "ICSD_SCALE must be >= 1, got 0.5"),
+        (["compress", "a.jpg", "--max-pixels", "0"], {}, 78, "ICSD_MAX_PIXELS must be between 1 and 178956970, got 0"),
+        (["batch", "in"], {"ICSD_SCALE": "0.5"}, 78, "ICSD_SCALE must be >= 1, got 0.5"),
+        (["compress", "a.jpg", "-o", "folder"], {}, 73,
+         "cannot write folder: it is a folder; give a file name (e.g. -o folder/a.png)"),
+        (["compress", "a.jpg", "-o", "/proc/x.png"], {}, 73,
+         "cannot write /proc/x.png: No such file or directory; choose another path with -o"),
+        (["compress", "a.jpg", "-o", "a.jpg/out.png"], {}, 73,
+         "cannot write a.jpg/out.png: a.jpg is not a folder; choose another path with -o"),
+        (["compress", "a.jpg", "-o", ""], {}, 64,
+         "-o/--output is empty: give the output file name (e.g. -o small.png)"),
+        (["run", "--input-dir", "in"], {"ICSD_RESCAN_SECONDS": "0"}, 78, "ICSD_RESCAN_SECONDS must be > 0, got 0.0"),
+        (["run"], {"ICSD_INPUT_DIR": "a.jpg"}, 66,
+         "input folder a.jpg is not a folder: check ICSD_INPUT_DIR (icsd compress takes one file)"),
+        (["batch", "a.jpg"], {}, 66,
+         "input folder a.jpg is not a folder: check the FOLDER argument or ICSD_INPUT_DIR "
+         "(icsd compress takes one file)"),
+        (["batch", "in", "--output-dir", "/proc/foo"], {}, 73,
+         "cannot create ICSD_OUTPUT_DIR /proc/foo: No such file or directory; choose a folder you can write to"),
+        (["batch", "in", "--output-dir", "a.jpg"], {}, 73,
+         "ICSD_OUTPUT_DIR a.jpg exists and is not a folder: choose another path"),
+        (["run", "--input-dir", "in", "--state-dir", "a.jpg/state"], {}, 73,
+         "cannot create ICSD_STATE_DIR a.jpg/state: Not a directory; choose a folder you can write to"),
+    ],
+)
+def test_bad_paths_and_values_are_one_line_errors(
+    tmp_path: Path, args: list[str], env: dict[str, str], code: int, message: str
+) -> None:
+    write_image(tmp_path / "a.jpg", sample_image(crop=60))
+    write_image(tmp_path / "in" / "b.jpg", sample_image(crop=60))
+    (tmp_path / "folder").mkdir()
+    done = icsd(*args, cwd=tmp_path, **env)
+    assert (done.returncode, done.stderr) == (code, f"icsd: error: {message}\n")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.png").exists()
+

@@ -140,6 +140,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     from icsd.output import write_atomic
     from icsd.progress import human_bytes, reduction_pct
 
+    _warn_unknown_env()
     settings = _settings_from(args)
     params = settings.params()
     source: Path = args.file
@@ -169,6 +170,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     from icsd.journal import Journal
 
+    _warn_unknown_env()
     settings = _settings_from(args, validate=False)
     path = settings.state_path / "journal.sqlite3"
     if not path.exists():
@@ -246,6 +248,14 @@ def _compress_target(source: Path, output: str | None) -> Path:
     if target.resolve() == source.resolve():
         target = source.with_name(f"{source.stem}.icsd.png")
     return target
+
+
+def _warn_unknown_env() -> None:
+    """One stderr line per misspelt ICSD_* variable, for the commands that do not set up logging."""
+    from icsd.settings import unknown_env_warnings
+
+    for warning in unknown_env_warnings():
+        print(f"icsd: warning: {warning}", file=sys.stderr)
 
 
 def _settings_from(args: argparse.Namespace, *, validate: bool = True) -> typing.Any:

@@ -215,3 +215,10 @@ def test_bad_paths_and_values_are_one_line_errors(
     assert (done.returncode, done.stderr) == (code, f"icsd: error: {message}\n")
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.png").exists()
 
+
+def test_compress_warns_about_misspelt_variables(tmp_path: Path) -> None:
+    write_image(tmp_path / "a.jpg", sample_image(crop=60))
+    done = icsd("compress", "a.jpg", cwd=tmp_path, ICSD_COLOURS="8")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "icsd: warning: unknown setting ICSD_COLOURS is ignored; did you mean ICSD_COLORS?\n"
+

@@ -50,3 +50,16 @@ def test_status_without_a_journal_says_so_and_exits_with_the_config_code(tmp_pat
     assert result.returncode == EX_CONFIG
     assert result.stdout == ""
     assert result.stderr.startswith("icsd: error: no journal at ") and result.stderr.count("\n") == 1
+
+
+def test_status_warns_about_a_misspelt_variable(tmp_path: Path) -> None:
+    """A misspelt ICSD_OUTPUT_DIR would silently read another journal: say so, as run and batch do."""
+    result = subprocess.run(
+        [sys.executable, "-m", "icsd", "status"], cwd=tmp_path, env=clean_env(ICSD_OUTPUT_DIRR=str(tmp_path / "out")),
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == EX_CONFIG
+    assert result.stderr.splitlines() == [
+        "icsd: warning: unknown setting ICSD_OUTPUT_DIRR is ignored; did you mean ICSD_OUTPUT_DIR?",
+        "icsd: error: no journal at Compressed/.icsd/journal.sqlite3: icsd has not run with ICSD_OUTPUT_DIR=Compressed",
+    ]

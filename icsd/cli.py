@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import types
@@ -45,6 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("icsd: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `icsd status | head -1`: the reader has gone, as for any CLI tool
+        _discard_stdout()
+        return 128 + signal.SIGPIPE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -256,6 +260,13 @@ def _warn_unknown_env() -> None:
 
     for warning in unknown_env_warnings():
         print(f"icsd: warning: {warning}", file=sys.stderr)
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null so the final flush at exit cannot raise BrokenPipeError again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _settings_from(args: argparse.Namespace, *, validate: bool = True) -> typing.Any:

@@ -35,6 +35,8 @@ def entry_point() -> typing.NoReturn:
     try:
         sys.stdout.flush()
         sys.stderr.flush()
-    except OSError:  # a closed pipe or a full disk: fail as the interpreter's own exit would
+    except BrokenPipeError:  # the reader went away (`icsd status | head -1`): quiet, as in icsd.cli.main
+        code = code or 141  # 128 + SIGPIPE, what a shell reports for a tool killed by the broken pipe
+    except OSError:  # a full disk: fail as the interpreter's own exit would
         code = code or 120
     os._exit(code)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from icsd.errors import EX_CONFIG
 from tests.harness import clean_env, sample_image, write_image
@@ -63,3 +66,25 @@ def test_status_warns_about_a_misspelt_variable(tmp_path: Path) -> None:
         "icsd: warning: unknown setting ICSD_OUTPUT_DIRR is ignored; did you mean ICSD_OUTPUT_DIR?",
         "icsd: error: no journal at Compressed/.icsd/journal.sqlite3: icsd has not run with ICSD_OUTPUT_DIR=Compressed",
     ]
+
+
+@pytest.mark.parametrize("unbuffered", ["1", ""])
+def test_status_into_a_closed_pipe_exits_quietly(tmp_path: Path, unbuffered: str) -> None:
+    """`icsd status | head -1`: the reader may be gone before icsd writes (at print or at the exit flush)."""
+    write_image(tmp_path / "in" / "a.jpg", sample_image(crop=40))
+    batch = subprocess.run(
+        [sys.executable, "-m", "icsd", "batch", "in", "--output-dir", "out", "--workers", "1"],
+        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60,
+    )
+    assert batch.returncode == 0, batch.stderr
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # no reader at all: every write gets EPIPE, deterministically
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "icsd", "status", "--output-dir", "out"],
+            cwd=tmp_path, env=clean_env(PYTHONUNBUFFERED=unbuffered), stdout=write_end, stderr=subprocess.PIPE,
+            text=True, timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert (result.returncode, result.stderr) == (141, "")  # 128 + SIGPIPE, as a shell reports `yes | head -1`

@@ -142,7 +142,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
 def _cmd_compress(args: argparse.Namespace) -> int:
     from icsd.compress import compress
     from icsd.output import write_atomic
-    from icsd.progress import human_bytes, reduction_pct
+    from icsd.progress import colours, human_bytes, reduction_pct
 
     _warn_unknown_env()
     settings = _settings_from(args)
@@ -164,7 +164,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     (w_in, h_in), (w_out, h_out) = result.input_size, result.output_size
     print(f"{source} -> {target}")
     print(f"size before: {human_bytes(result.input_bytes)} ({w_in}x{h_in} px)")
-    print(f"size after:  {human_bytes(result.output_bytes)} ({w_out}x{h_out} px, {result.colors} colours, "
+    print(f"size after:  {human_bytes(result.output_bytes)} ({w_out}x{h_out} px, {colours(result.colors)}, "
           f"{result.strategy})")
     print(f"reduction:   {reduction_pct(result.input_bytes, result.output_bytes):.1f}%")
     print(f"time:        {result.seconds:.2f} s")

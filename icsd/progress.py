@@ -14,7 +14,16 @@ import time
 from dataclasses import dataclass, field
 from typing import TextIO
 
-__all__ = ["ProgressBar", "Tally", "human_bytes", "human_duration", "image_fields", "image_line", "reduction_pct"]
+__all__ = [
+    "ProgressBar",
+    "Tally",
+    "colours",
+    "human_bytes",
+    "human_duration",
+    "image_fields",
+    "image_line",
+    "reduction_pct",
+]
 
 
 def human_bytes(count: int) -> str:
@@ -25,6 +34,11 @@ def human_bytes(count: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     raise AssertionError("unreachable")
+
+
+def colours(count: object) -> str:
+    """16 -> '16 colours', 1 -> '1 colour' (a flat image quantizes to a single colour)."""
+    return f"{count} colour" if count == 1 else f"{count} colours"
 
 
 def human_duration(seconds: float) -> str:
@@ -108,7 +122,7 @@ def image_line(f: dict[str, object]) -> str:
         f"{f['name']}: {f['width_in']}x{f['height_in']} -> {f['width_out']}x{f['height_out']} px, "
         f"{human_bytes(int(f['bytes_in']))} -> {human_bytes(int(f['bytes_out']))} "
         f"({0.0 - float(f['reduction_pct']):+.1f}%), "
-        f"{f['colors']} colours, {f['strategy']}, {f['seconds']:.2f} s"
+        f"{colours(f['colors'])}, {f['strategy']}, {f['seconds']:.2f} s"
         f" | done {f['done']}, failed {f['failed']}, queued {f['queued']}"
         f" | runtime {human_duration(float(f['runtime_seconds']))}"
     )

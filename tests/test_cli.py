@@ -222,3 +222,10 @@ def test_compress_warns_about_misspelt_variables(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stderr == "icsd: warning: unknown setting ICSD_COLOURS is ignored; did you mean ICSD_COLORS?\n"
 
+
+def test_a_single_colour_is_singular(tmp_path: Path) -> None:
+    Image.new("RGB", (50, 40), "navy").save(tmp_path / "flat.png")
+    done = icsd("compress", "flat.png", "-o", "out.png", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "(10x8 px, 1 colour, kmeans)" in done.stdout.splitlines()[2]
+

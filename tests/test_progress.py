@@ -1,0 +1,20 @@
+"""Progress text: the per-image line's wording."""
+
+from __future__ import annotations
+
+import pytest
+
+from icsd.progress import Tally, image_fields, image_line
+
+
+@pytest.mark.parametrize(("colors", "words"), [(1, "1 colour"), (2, "2 colours"), (16, "16 colours")])
+def test_image_line_counts_colours_in_good_english(colors: int, words: str) -> None:
+    fields = image_fields(
+        "flat.png", size_in=(50, 40), size_out=(10, 8), bytes_in=2048, bytes_out=1024, colors=colors,
+        strategy="kmeans", seconds=0.25, tally=Tally(done=1), queued=0,
+    )
+    fields["runtime_seconds"] = 1.0
+    assert image_line(fields) == (
+        f"flat.png: 50x40 -> 10x8 px, 2.0 KiB -> 1.0 KiB (-50.0%), {words}, kmeans, 0.25 s"
+        " | done 1, failed 0, queued 0 | runtime 0:00:01.0"
+    )

@@ -108,13 +108,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     settings = _settings_from(args)
     _check_input_folder(settings.input_dir, hint="check ICSD_INPUT_DIR", must_exist=False)
     service = _prepared_service(settings, Service, mode="watch")
-
-    def on_signal(signum: int, _frame: types.FrameType | None) -> None:
-        log.info("received %s", signal.Signals(signum).name)
-        service.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    _stop_on_signals(service)
     return service.run().exit_code
 
 
@@ -128,15 +122,19 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     # `run` creates its drop folder; a batch over nothing is a typo
     _check_input_folder(settings.input_dir, hint="check the FOLDER argument or ICSD_INPUT_DIR", must_exist=True)
     service = _prepared_service(settings, Service, mode="batch")
+    received = _stop_on_signals(service)
     bar = ProgressBar(total=0)
     for handler in logging.getLogger("icsd").handlers:
         bar.wrap(handler)
     service.on_progress.append(lambda _fields: bar.advance(total=service.tally.done + service.tally.failed
                                                            + service.queued))
     try:
-        return service.run().exit_code
+        code = service.run().exit_code
     finally:
         bar.clear()
+    if received and code in (0, 1):  # stopped early: what is left is not done, and scripts must know
+        return 128 + received[0]
+    return code
 
 
 def _cmd_compress(args: argparse.Namespace) -> int:
@@ -252,6 +250,23 @@ def _compress_target(source: Path, output: str | None) -> Path:
     if target.resolve() == source.resolve():
         target = source.with_name(f"{source.stem}.icsd.png")
     return target
+
+
+def _stop_on_signals(service: typing.Any) -> list[int]:
+    """SIGTERM/SIGINT make the service stop taking files and drain, so it still logs its summary.
+
+    Returns the list the handler appends each received signal number to.
+    """
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: types.FrameType | None) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        received.append(signum)
+        service.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return received
 
 
 def _warn_unknown_env() -> None:

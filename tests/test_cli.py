@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +13,7 @@ import pytest
 from PIL import Image
 
 from icsd.settings import Settings
-from tests.harness import clean_env, sample_image, write_image
+from tests.harness import PROGRESS, clean_env, sample_image, write_image
 
 
 def icsd(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -229,3 +231,31 @@ def test_a_single_colour_is_singular(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "(10x8 px, 1 colour, kmeans)" in done.stdout.splitlines()[2]
 
+
+def test_ctrl_c_stops_a_batch_with_its_summary(tmp_path: Path) -> None:
+    """Ctrl-C signals the whole foreground process group: icsd drains, prints its summary, exits 130."""
+    for i in range(30):
+        write_image(tmp_path / "photos" / f"{i:02d}.jpg", sample_image(crop=300))
+    with subprocess.Popen(
+        [sys.executable, "-m", "icsd", "batch", "photos", "--output-dir", "out", "--workers", "1"],
+        cwd=tmp_path, env=clean_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,
+    ) as batch:
+        try:
+            assert batch.stderr is not None
+            lines = []
+            while not PROGRESS.search(line := batch.stderr.readline()):  # the first image is done
+                assert line, "".join(lines)
+                lines.append(line)
+            os.killpg(batch.pid, signal.SIGINT)
+            rest = batch.stderr.read()
+            assert batch.wait(60) == 130, rest
+        finally:
+            if batch.poll() is None:
+                os.killpg(batch.pid, signal.SIGKILL)
+    assert "received SIGINT" in rest and "Traceback" not in rest and "interrupted" not in rest
+    summary = re.search(r"icsd stopped: (\d+) images done, 0 failed", rest.strip().splitlines()[-1])
+    assert summary, rest
+    done = int(summary.group(1))
+    assert 1 <= done < 30
+    assert len(list((tmp_path / "out").glob("*.png"))) == done  # what was finished is saved

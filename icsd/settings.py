@@ -64,7 +64,9 @@ class Settings(BaseSettings):
         None, description="exact WIDTHxHEIGHT output instead of SCALE: scale to cover, centre-crop (<= MAX_PIXELS)"
     )
     resample: str = Field("box", description="downsampling filter: box (area average), lanczos, stride (skip)")
-    seed: int = Field(0, description="random seed for k-means (same seed, same output)")
+    seed: int = Field(
+        0, description="random seed of the sklearn strategies (same seed, same output); kmeans is deterministic"
+    )
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, description="refuse images with more pixels (decompression bombs)")
     # daemon
     workers: int = Field(0, description="worker processes [default 0: one per CPU]")

@@ -23,9 +23,12 @@ from PIL import Image
 
 __all__ = [
     "Daemon",
+    "alive",
+    "busy_worker",
     "clean_env",
     "descendants",
     "journal_states",
+    "pool_workers",
     "sample_image",
     "temp_files",
     "vm_hwm_kib",
@@ -203,6 +206,31 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def pool_workers(pid: int) -> list[int]:
+    """Pids of the pool's worker processes under daemon `pid`: children of its fork server."""
+    servers = [p for p in descendants(pid) if "forkserver" in _cmdline(p) and _parent(p) == pid]
+    return [p for p in descendants(pid) if _parent(p) in servers]
+
+
+def busy_worker(pid: int, *, cpu_seconds: float = 0.3) -> int:
+    """The pool worker under daemon `pid` that has used `cpu_seconds` of CPU from now on: it is working on a job."""
+    baseline = {worker: _cpu_seconds(worker) for worker in pool_workers(pid)}
+
+    def busy() -> int | None:
+        for worker in pool_workers(pid):
+            if _cpu_seconds(worker) - baseline.get(worker, 0.0) >= cpu_seconds:
+                return worker
+        return None
+
+    return int(wait_until(busy, timeout=30, what="a pool worker busy on a job"))  # type: ignore[arg-type]
+
+
+def alive(pid: int) -> bool:
+    """True while `pid` runs; a zombie has exited (only its parent's wait is missing)."""
+    fields = _stat_fields(pid)
+    return bool(fields) and fields[0] != "Z"
+
+
 def vm_hwm_kib(pid: int) -> int:
     """Peak resident memory (VmHWM) of a live process in KiB; 0 if it is gone."""
     try:
@@ -232,3 +260,28 @@ def journal_states(journal: Path) -> dict[str, str]:
         return {str(rel): str(state) for rel, state in db.execute("SELECT rel, state FROM files")}
     finally:
         db.close()
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _stat_fields(pid: int) -> list[str]:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return []
+    return text[text.rindex(")") + 2 :].split()  # after "pid (comm) ": state ppid ...
+
+
+def _parent(pid: int) -> int:
+    fields = _stat_fields(pid)
+    return int(fields[1]) if fields else 0
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = _stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") if fields else 0.0

@@ -33,6 +33,8 @@ from icsd.journal import FileId, Journal, content_digest
 from icsd.output import output_name
 from tests.harness import (
     Daemon,
+    alive,
+    busy_worker,
     clean_env,
     descendants,
     journal_states,
@@ -210,27 +212,8 @@ def test_full_output_disk_keeps_originals_logs_once_and_resumes_when_space_retur
 # -- a worker process killed mid-image ----------------------------------------------------------
 
 
-def pool_workers(daemon: Daemon) -> list[int]:
-    """Pids of the pool's worker processes: children of the daemon's fork server."""
-    servers = [pid for pid in descendants(daemon.pid) if "forkserver" in _cmdline(pid) and _parent(pid) == daemon.pid]
-    return [pid for pid in descendants(daemon.pid) if _parent(pid) in servers]
-
-
-def busy_worker(daemon: Daemon, *, cpu_seconds: float = 0.3) -> int:
-    """The pool worker that has used `cpu_seconds` of CPU from now on: it is working on a job."""
-    baseline = {pid: _cpu_seconds(pid) for pid in pool_workers(daemon)}
-
-    def busy() -> int | None:
-        for pid in pool_workers(daemon):
-            if _cpu_seconds(pid) - baseline.get(pid, 0.0) >= cpu_seconds:
-                return pid
-        return None
-
-    return int(wait_until(busy, timeout=30, what="a pool worker busy on a job"))  # type: ignore[arg-type]
-
-
 def kill_worker_once_busy(daemon: Daemon) -> None:
-    os.kill(busy_worker(daemon), signal.SIGKILL)
+    os.kill(busy_worker(daemon.pid), signal.SIGKILL)
 
 
 # Slow by construction (~1.6 s single-threaded for big_noisy_jpeg), so a test can catch the job running
@@ -280,31 +263,6 @@ def test_killed_worker_image_is_retried_pool_recovers_and_a_poison_image_fails_a
     assert "Traceback" not in log
 
 
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def _stat_fields(pid: int) -> list[str]:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return []
-    return text[text.rindex(")") + 2 :].split()  # after "pid (comm) ": state ppid ...
-
-
-def _parent(pid: int) -> int:
-    fields = _stat_fields(pid)
-    return int(fields[1]) if fields else 0
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = _stat_fields(pid)
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") if fields else 0.0
-
-
 @pytest.mark.timeout(60)
 def test_a_file_replaced_while_its_old_version_is_in_flight_is_neither_deleted_nor_skipped(start_daemon) -> None:
     """ON_SUCCESS=delete must delete the version that was compressed, never a newer one that replaced it."""
@@ -312,7 +270,7 @@ def test_a_file_replaced_while_its_old_version_is_in_flight_is_neither_deleted_n
                           "--scale", "1", "--on-success", "delete", workers=1)
     daemon.wait_ready()
     (daemon.input / "photo.jpg").write_bytes(big_noisy_jpeg(3))
-    busy_worker(daemon)  # version 1 is being compressed
+    busy_worker(daemon.pid)  # version 1 is being compressed
     new_version = burst_images(1)["d0/img000.jpg"]
     write_atomically(daemon.input / "photo.jpg", new_version)
     daemon.wait_for_log("photo.jpg: 1920x1281 -> 1920x1281 px")
@@ -614,12 +572,5 @@ def test_pool_processes_exit_when_the_daemon_is_killed(start_daemon) -> None:
     assert pool
     os.kill(daemon.pid, signal.SIGKILL)
     daemon.process.wait(30)
-    wait_until(lambda: not [pid for pid in pool if _alive(pid)], timeout=30, what=f"pool processes {pool} to exit")
+    wait_until(lambda: not [pid for pid in pool if alive(pid)], timeout=30, what=f"pool processes {pool} to exit")
 
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"  # a zombie has exited; only its parent's wait is missing

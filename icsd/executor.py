@@ -14,8 +14,10 @@ import os
 import select
 import signal
 import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.process import BaseProcess
 from typing import Protocol
 
 from icsd.errors import SettingsError
@@ -23,11 +25,13 @@ from icsd.jobs import JobOutcome, compress_job
 from icsd.params import CompressParams
 from icsd.worker_server import start_worker_server
 
-__all__ = ["WORKER_DIED", "Executor", "ProcessExecutor", "create_executor"]
+__all__ = ["STOP_SECONDS", "WORKER_DIED", "Executor", "ProcessExecutor", "create_executor"]
 
 log = logging.getLogger("icsd.executor")
 
 WORKER_DIED = "worker process died (killed by a signal or out of memory)"
+# How long shutdown(cancel=True) waits for terminated workers (and then killed ones) to exit.
+STOP_SECONDS = 5.0
 
 
 class Executor(Protocol):
@@ -111,9 +115,16 @@ class ProcessExecutor:
         return self._failure
 
     def shutdown(self, *, cancel: bool) -> None:
-        self._pool.shutdown(wait=not cancel, cancel_futures=cancel)
+        pool = self._pool
+        # ProcessPoolExecutor.shutdown() forgets its processes and manager thread (Python 3.11-3.13), so take
+        # them first: a worker left running would be joined, without a bound, by multiprocessing's exit handler.
+        processes = list((pool._processes or {}).values())
+        manager = pool._executor_manager_thread
+        pool.shutdown(wait=not cancel, cancel_futures=cancel)
         if cancel:
-            _terminate_workers(self._pool)
+            _stop_processes(processes, timeout=STOP_SECONDS)
+            if manager is not None:  # it notices the dead workers and settles their futures
+                manager.join(STOP_SECONDS)
 
     def worker_pids(self) -> list[int]:
         """Process ids of the current workers (fault tests kill one of them)."""
@@ -195,9 +206,18 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="icsd-parent-watch", daemon=True).start()
 
 
-def _terminate_workers(pool: ProcessPoolExecutor) -> None:
-    # ProcessPoolExecutor has no public way to stop running workers before Python 3.14
-    # (terminate_workers); _processes is stable across 3.11-3.13.
-    for process in list((pool._processes or {}).values()):
-        if process.is_alive():
-            process.terminate()
+def _stop_processes(processes: list[BaseProcess], *, timeout: float) -> None:
+    """SIGTERM `processes` and wait up to `timeout` for them to exit; SIGKILL any that did not, and wait again.
+
+    (ProcessPoolExecutor has no public way to stop running workers before Python 3.14's terminate_workers.)
+    """
+    for stop in (BaseProcess.terminate, BaseProcess.kill):
+        alive = [process for process in processes if process.is_alive()]
+        for process in alive:
+            stop(process)
+        deadline = time.monotonic() + timeout
+        for process in alive:
+            process.join(max(0.0, deadline - time.monotonic()))
+    stuck = [process.pid for process in processes if process.is_alive()]
+    if stuck:
+        log.warning("worker processes %s did not exit even after SIGKILL", stuck)

@@ -147,7 +147,7 @@ class Service:
             self._lock.close()
             self.metrics.stop()
             notifier.close()
-        log.info("icsd stopped: %s", self.tally.summary())
+            log.info("icsd stopped: %s", self.tally.summary())  # also when interrupted (Ctrl-C in batch)
         if self.mode == "batch" and self.tally.failed and not exit_code:
             exit_code = 1
         return RunOutcome(exit_code, self.tally)
@@ -457,24 +457,37 @@ class Service:
                     self.journal.forget(entry.rel)
 
     def _drain(self, executor: Executor) -> None:
-        """Finish what is in flight within the drain bound; abandon the rest (retried next start)."""
-        deadline = time.monotonic() + self.settings.drain_seconds
+        """Finish what is in flight within the drain bound; the jobs it cuts off give their claims back and
+        their workers are stopped: pending, done on the next start."""
+        try:
+            self._wait_for_running_jobs(deadline=time.monotonic() + self.settings.drain_seconds)
+            self._storage.probe_now()
+            self._flush_held_results()
+            if self._held:
+                log.warning("%d finished images could not be saved (%s); they will be processed again on the next "
+                            "start", len(self._held), self._storage.error)
+            if self._in_flight:
+                log.warning("%d images were still in progress; they will be processed on the next start",
+                            len(self._in_flight))
+                for rel in self._in_flight:
+                    self._give_back(rel, "cut off by the drain bound when icsd stopped")
+        finally:  # even if interrupted (a second Ctrl-C): a busy worker left alive would block the exit
+            executor.shutdown(cancel=bool(self._in_flight))
+
+    def _wait_for_running_jobs(self, *, deadline: float) -> None:
+        """Save results as they arrive, until no job is left or `deadline` (monotonic) passes."""
         while self._in_flight and time.monotonic() < deadline:
             try:
-                kind, payload = self._events.get(timeout=TICK_SECONDS)
+                kind, payload = self._events.get(timeout=min(TICK_SECONDS, max(0.0, deadline - time.monotonic())))
             except queue.Empty:
                 continue
             if kind == "done":
                 self._finish(*payload)
-        self._storage.probe_now()
-        self._flush_held_results()
-        if self._held:
-            log.warning("%d finished images could not be saved (%s); they will be processed again on the next start",
-                        len(self._held), self._storage.error)
-        if self._in_flight:
-            log.warning("%d images were still in progress; they will be processed on the next start",
-                        len(self._in_flight))
-        executor.shutdown(cancel=bool(self._in_flight))
+
+    def _give_back(self, rel: str, reason: str) -> None:
+        """Unclaim `rel` (pending again, the attempt not counted): stopping the daemon is no image's fault."""
+        with contextlib.suppress(TransientError, KeyError):  # the row stays in progress: requeued on the next start
+            self.journal.unclaim(rel, reason)
 
     def _our_roots(self) -> list[Path]:
         roots = [self.output_root, self.failed_root, self.settings.state_path.resolve()]

@@ -1,0 +1,105 @@
+"""Stopping the real daemon mid-image: the drain bound cuts jobs off and the daemon exits at once.
+
+Each test runs `icsd run` or `icsd batch` as a subprocess, catches a pool worker busy on an image (by its
+CPU time), sends a real signal and polls for the exit with a deadline. An image cut off must stay pending
+in the journal, not failed, and be done by the next start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.harness import alive, busy_worker, clean_env, descendants, journal_states, wait_until
+from tests.images import encode, write
+
+# ~1-2 s of one core per image: long enough to catch the job running and signal the daemon mid-image.
+SLOW = ("--strategy", "sklearn-kmeans", "--scale", "2")
+EXIT_SECONDS = 15.0  # deadline for the exit after the signal; the fix exits in well under a second
+
+
+def noise_png(seed: int) -> bytes:
+    """2000x1500 random noise (9 MB of PNG): slow to decode and to cluster."""
+    rng = np.random.default_rng(seed)
+    return encode(rng.integers(0, 256, (1500, 2000, 3), dtype=np.uint8), "PNG")
+
+
+def wait_for_exit(process: subprocess.Popen[bytes], pool: list[int]) -> int:
+    """The exit code, once the process and every process of its pool have exited (within the deadline)."""
+    wait_until(lambda: process.poll() is not None, timeout=EXIT_SECONDS, what="the daemon to exit after the signal")
+    wait_until(lambda: not [pid for pid in pool if alive(pid)], timeout=EXIT_SECONDS,
+               what=f"pool processes {pool} to exit")
+    return int(process.returncode)
+
+
+def rows(journal: Path) -> dict[str, tuple[str, int]]:
+    """rel -> (state, attempts), read-only."""
+    db = sqlite3.connect(f"{journal.absolute().as_uri()}?mode=ro", uri=True)
+    try:
+        found = db.execute("SELECT rel, state, attempts FROM files")
+        return {str(rel): (str(state), int(attempts)) for rel, state, attempts in found}
+    finally:
+        db.close()
+
+
+@pytest.mark.timeout(90)
+def test_sigterm_past_the_drain_bound_exits_zero_at_once_and_the_next_start_does_the_cut_off_image(
+    start_daemon, tmp_path: Path
+) -> None:
+    write(tmp_path / "in" / "noise.png", noise_png(1))
+    daemon = start_daemon("--drain-seconds", "0.2", *SLOW)
+    busy_worker(daemon.pid)
+    pool = descendants(daemon.pid)
+    daemon.process.send_signal(signal.SIGTERM)
+    assert wait_for_exit(daemon.process, pool) == 0, daemon.log()
+
+    log = daemon.log()
+    assert "1 images were still in progress; they will be processed on the next start" in log
+    assert "icsd stopped: 0 images done, 0 failed" in log
+    assert "Traceback" not in log and "FAILED" not in log
+    assert rows(daemon.journal_path) == {"noise.png": ("pending", 0)}  # the cut-off attempt is not counted
+
+    again = start_daemon(*SLOW)
+    again.wait_for_outputs(["noise.png"])
+    assert again.stop() == 0
+    assert again.progress_names() == ["noise.png"]
+    assert journal_states(again.journal_path) == {"noise.png": "done"}
+
+
+@pytest.mark.timeout(90)
+def test_batch_interrupted_with_no_drain_time_exits_at_once_and_a_rerun_finishes(tmp_path: Path) -> None:
+    write(tmp_path / "in" / "noise.png", noise_png(2))
+    command = [sys.executable, "-m", "icsd", "batch", "in", "--output-dir", "out", "--drain-seconds", "0", *SLOW]
+    log = tmp_path / "batch.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, cwd=tmp_path, env=clean_env(), stdin=subprocess.DEVNULL, stdout=out,
+                                   stderr=subprocess.STDOUT)
+        try:
+            busy_worker(process.pid)
+            pool = descendants(process.pid)
+            process.send_signal(signal.SIGINT)
+            assert wait_for_exit(process, pool) == 130, log.read_text()
+        finally:
+            if process.poll() is None:
+                for pid in [process.pid, *descendants(process.pid)]:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                process.wait(30)
+    text = log.read_text()
+    assert "icsd stopped: 0 images done, 0 failed" in text and text.rstrip().endswith("icsd: interrupted"), text
+    journal = tmp_path / "out" / ".icsd" / "journal.sqlite3"
+    assert rows(journal) == {"noise.png": ("pending", 0)}
+
+    rerun = subprocess.run(command, cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60,
+                           stdin=subprocess.DEVNULL)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "icsd stopped: 1 images done, 0 failed" in rerun.stderr
+    assert journal_states(journal) == {"noise.png": "done"}

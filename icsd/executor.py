@@ -15,9 +15,10 @@ import select
 import signal
 import threading
 import time
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.process import BaseProcess
+from multiprocessing.synchronize import Event as EventType
 from typing import Protocol
 
 from icsd.errors import SettingsError
@@ -25,11 +26,12 @@ from icsd.jobs import JobOutcome, compress_job
 from icsd.params import CompressParams
 from icsd.worker_server import start_worker_server
 
-__all__ = ["STOP_SECONDS", "WORKER_DIED", "Executor", "ProcessExecutor", "create_executor"]
+__all__ = ["NOT_STARTED", "STOP_SECONDS", "WORKER_DIED", "Executor", "ProcessExecutor", "create_executor"]
 
 log = logging.getLogger("icsd.executor")
 
 WORKER_DIED = "worker process died (killed by a signal or out of memory)"
+NOT_STARTED = "not started: icsd was stopping"
 # How long shutdown(cancel=True) waits for terminated workers (and then killed ones) to exit.
 STOP_SECONDS = 5.0
 
@@ -49,6 +51,11 @@ class Executor(Protocol):
 
     def failure(self) -> str | None:
         """Why no job can run at all (then job failures are not the images' fault), or None. Cheap."""
+        ...
+
+    def stop_starting(self) -> None:
+        """Start no more jobs: those no worker has begun end at once with CancelledError (the daemon is
+        draining, and only running jobs are worth waiting for). Jobs already running go on."""
         ...
 
     def shutdown(self, *, cancel: bool) -> None:
@@ -71,6 +78,10 @@ class ProcessExecutor:
         self.workers = workers
         self._context = multiprocessing.get_context("forkserver")
         start_worker_server()
+        # Set by stop_starting; every worker of every pool checks it before it begins a job.
+        self._stopping = self._context.Event()
+        self._jobs: set[Future[JobOutcome]] = set()  # submitted and not done (stop_starting cancels them)
+        self._jobs_lock = threading.Lock()
         self._pool = self._new_pool()
         self._probes: list[Future[None]] = []
         self._probes_sent = threading.Event()
@@ -83,12 +94,16 @@ class ProcessExecutor:
     def submit(self, data: bytes, params: CompressParams) -> Future[JobOutcome]:
         self._probes_sent.wait()  # a pool's first calls are its probes (see failure)
         try:
-            return self._pool.submit(compress_job, data, params)
+            future = self._pool.submit(_run_job, data, params)
         except BrokenProcessPool:
             if self.failure() is not None:
                 raise  # no new pool would fare better
             self._replace_pool()
-            return self._pool.submit(compress_job, data, params)
+            future = self._pool.submit(_run_job, data, params)
+        with self._jobs_lock:
+            self._jobs.add(future)
+        future.add_done_callback(self._forget_job)
+        return future
 
     def healthy(self) -> bool:
         return self.failure() is None  # a pool broken by one worker's death is replaced on the next submit
@@ -114,6 +129,15 @@ class ProcessExecutor:
             self._failure = f"worker processes cannot load the image stack: {type(error).__name__}: {error}"
         return self._failure
 
+    def stop_starting(self) -> None:
+        # Jobs still in the pool's own queue can be cancelled; those already handed to the workers' call
+        # queue (up to workers + 1 of them) cannot, so the workers decline them through the event instead.
+        self._stopping.set()
+        with self._jobs_lock:
+            jobs = list(self._jobs)
+        for future in jobs:
+            future.cancel()  # False for a job already handed to the workers: fine
+
     def shutdown(self, *, cancel: bool) -> None:
         pool = self._pool
         # ProcessPoolExecutor.shutdown() forgets its processes and manager thread (Python 3.11-3.13), so take
@@ -129,6 +153,10 @@ class ProcessExecutor:
     def worker_pids(self) -> list[int]:
         """Process ids of the current workers (fault tests kill one of them)."""
         return [pid for pid in (self._pool._processes or {})]
+
+    def _forget_job(self, future: Future[JobOutcome]) -> None:
+        with self._jobs_lock:
+            self._jobs.discard(future)
 
     def _start_workers(self) -> None:
         try:
@@ -148,7 +176,10 @@ class ProcessExecutor:
 
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=self._context, initializer=_init_worker, initargs=(os.getpid(),)
+            max_workers=self.workers,
+            mp_context=self._context,
+            initializer=_init_worker,
+            initargs=(os.getpid(), self._stopping),
         )
 
     def _replace_pool(self) -> None:
@@ -180,7 +211,19 @@ def _ready() -> None:
     import icsd.compress  # noqa: F401
 
 
-def _init_worker(parent: int) -> None:
+_stopping: EventType | None = None  # in a worker: the executor's stop_starting event
+
+
+def _run_job(data: bytes, params: CompressParams) -> JobOutcome:
+    """compress_job, unless the daemon stopped starting jobs before this worker got to this one."""
+    if _stopping is not None and _stopping.is_set():
+        raise CancelledError(NOT_STARTED)
+    return compress_job(data, params)
+
+
+def _init_worker(parent: int, stopping: EventType) -> None:
+    global _stopping
+    _stopping = stopping
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from threadpoolctl import threadpool_limits
 

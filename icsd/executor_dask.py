@@ -102,6 +102,10 @@ class DaskExecutor:
         scheduler through healthy()."""
         return None
 
+    def stop_starting(self) -> None:
+        """Nothing: a client cannot tell a task a worker has begun from a queued one without a scheduler
+        round trip per task, so queued tasks may still start during the drain; its bound then cancels them."""
+
     def shutdown(self, *, cancel: bool) -> None:
         with self._lock:
             if self._closed:

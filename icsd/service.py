@@ -17,7 +17,7 @@ import stat
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Literal
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, BinaryIO, Literal
 from icsd import __version__
 from icsd.delivery import Identity, Outputs, StorageFull, StorageGate, Task, UnsafePathError, identity_of, replaced
 from icsd.errors import EX_SOFTWARE, IcsdError, ImageError, SettingsError, TransientError
-from icsd.executor import WORKER_DIED, Executor, create_executor
+from icsd.executor import NOT_STARTED, WORKER_DIED, Executor, create_executor
 from icsd.inputs import printable, read_regular, scan_tree
 from icsd.jobs import JobOutcome, Result
 from icsd.journal import FileId, Journal, content_digest
@@ -91,6 +91,7 @@ class Service:
         )
         self._last_completion = time.monotonic()
         self._scan_done = threading.Event()
+        self._draining = False  # set by _drain: a cancelled job is then one the executor never started
         self._watcher: Watcher | None = None
         self._executor_in_use: Executor | None = None
         self.metrics: Metrics | NullMetrics = NullMetrics()
@@ -305,6 +306,9 @@ class Service:
             outcome = future.result()
         except Exception as exc:  # the pool broke (worker killed), the job was cancelled, the cluster was lost
             log.debug("job for %s ended with %r", task.rel, exc)
+            if self._draining and isinstance(exc, CancelledError):  # never started (Executor.stop_starting)
+                self._give_back(task.rel, NOT_STARTED)
+                return
             if not self._executor_failed(task.rel):
                 reason = exc.message if isinstance(exc, IcsdError) else WORKER_DIED
                 self._retry_later(task.rel, task.path, reason, identity=task.identity)
@@ -457,9 +461,11 @@ class Service:
                     self.journal.forget(entry.rel)
 
     def _drain(self, executor: Executor) -> None:
-        """Finish what is in flight within the drain bound; the jobs it cuts off give their claims back and
-        their workers are stopped: pending, done on the next start."""
+        """Let running jobs finish within the drain bound; queued ones are not started. Both the jobs not
+        started and those the bound cuts off give their claims back: pending, done on the next start."""
+        self._draining = True
         try:
+            executor.stop_starting()  # queued jobs come back at once: the bound is spent on running ones only
             self._wait_for_running_jobs(deadline=time.monotonic() + self.settings.drain_seconds)
             self._storage.probe_now()
             self._flush_held_results()

@@ -186,20 +186,20 @@ def test_workers_ask_glibc_for_huge_pages_unless_the_environment_already_decides
 
 
 WORKER_FIRST_IMAGES = """
-import os, sys
+import multiprocessing, os, sys
 from icsd.worker_server import WORKER_PRELOAD
 for name in WORKER_PRELOAD:
     __import__(name)
-from icsd.executor import _init_worker
-from icsd.jobs import compress_job
+from icsd.executor import _init_worker, _run_job
 from icsd.params import CompressParams
+stopping = multiprocessing.get_context("forkserver").Event()  # what the executor hands its workers
 preloaded = set(sys.modules)
-_init_worker(os.getpid())
+_init_worker(os.getpid(), stopping)
 for path in sys.argv[1:]:
     data = open(path, "rb").read()
     for strategy in ("size-only", "kmeans"):
         for colors, grayscale in ((4, False), (16, False), (256, False), (16, True)):
-            outcome = compress_job(data, CompressParams(strategy=strategy, colors=colors, grayscale=grayscale))
+            outcome = _run_job(data, CompressParams(strategy=strategy, colors=colors, grayscale=grayscale))
             assert outcome.result is not None, (path, strategy, outcome.error)
 print(" ".join(sorted(set(sys.modules) - preloaded)))
 """

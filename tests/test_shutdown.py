@@ -1,8 +1,8 @@
-"""Stopping the real daemon mid-image: the drain bound cuts jobs off and the daemon exits at once.
+"""Stopping the real daemon mid-image: the drain bound cuts jobs off, queued jobs are not started.
 
 Each test runs `icsd run` or `icsd batch` as a subprocess, catches a pool worker busy on an image (by its
-CPU time), sends a real signal and polls for the exit with a deadline. An image cut off must stay pending
-in the journal, not failed, and be done by the next start.
+CPU time), sends a real signal and polls for the exit with a deadline. An image cut off or never started
+must stay pending in the journal, not failed, and be done by the next start.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ import pytest
 from tests.harness import alive, busy_worker, clean_env, descendants, journal_states, wait_until
 from tests.images import encode, write
 
-# ~1-2 s of one core per image: long enough to catch the job running and signal the daemon mid-image.
-SLOW = ("--strategy", "sklearn-kmeans", "--scale", "2")
+# ~2 s of one core per noise_png (~1.5 s once a worker has imported scikit-learn): long enough to catch the
+# job running (0.3 s of CPU) and signal the daemon while most of it is still to do.
+SLOW = ("--strategy", "sklearn-kmeans", "--scale", "2", "--colors", "256")
 EXIT_SECONDS = 15.0  # deadline for the exit after the signal; the fix exits in well under a second
 
 
@@ -72,6 +73,33 @@ def test_sigterm_past_the_drain_bound_exits_zero_at_once_and_the_next_start_does
     assert again.stop() == 0
     assert again.progress_names() == ["noise.png"]
     assert journal_states(again.journal_path) == {"noise.png": "done"}
+
+
+@pytest.mark.timeout(90)
+def test_sigterm_finishes_the_running_image_but_starts_none_of_the_queued_ones(start_daemon, tmp_path: Path) -> None:
+    """One worker, in-flight window 2: one image runs, one waits in the pool's queue, one in icsd's backlog."""
+    images = {f"{name}.png": noise_png(seed) for seed, name in enumerate("abc")}
+    for rel, data in images.items():
+        write(tmp_path / "in" / rel, data)
+    daemon = start_daemon(*SLOW, workers=1)  # default drain bound: 30 s, room for every queued image
+    busy_worker(daemon.pid)
+    pool = descendants(daemon.pid)
+    daemon.process.send_signal(signal.SIGTERM)
+    assert wait_for_exit(daemon.process, pool) == 0, daemon.log()
+
+    log = daemon.log()
+    assert "waiting up to 30 s for 2 images in progress" in log, log  # the running one and the queued one
+    [done] = daemon.progress_names()
+    assert "icsd stopped: 1 images done, 0 failed" in log and "still in progress" not in log, log
+    assert "FAILED" not in log and "retrying" not in log
+    states = rows(daemon.journal_path)
+    assert states.pop(done) == ("done", 1)
+    assert list(states.values()) == [("pending", 0)], states  # the queued one given back; the backlog one unclaimed
+
+    again = start_daemon(*SLOW, workers=1)
+    again.wait_for_outputs(sorted(images))
+    assert again.stop() == 0
+    assert sorted(again.progress_names()) == sorted(set(images) - {done})
 
 
 @pytest.mark.timeout(90)

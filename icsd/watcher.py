@@ -94,6 +94,7 @@ class Watcher:
         self._ticker: threading.Thread | None = None
         self._ticker_error: str | None = None
         self._stopped = False
+        self._root_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the folder being watched
 
         fstype = remote_fs_type(self._watch_root) if polling is None else None
         if polling:
@@ -129,6 +130,8 @@ class Watcher:
             raise RuntimeError("a Watcher can be started only once")
         if not os.path.isdir(self._root):
             raise SettingsError(f"input folder {self._root} does not exist or is not a folder")
+        root = os.stat(self._root)
+        self._root_id = (root.st_dev, root.st_ino)
         self._observer = self._start_observer()
         self.rescan()  # after the watch is in place, so nothing created meanwhile is missed
         self._ticker = threading.Thread(target=self._run_ticker, name="icsd-watcher-ticker", daemon=True)
@@ -166,10 +169,8 @@ class Watcher:
         if not observer.is_alive():
             return f"{self._mode} observer thread died"
         if not all(emitter.is_alive() for emitter in list(observer.emitters)):
-            if not os.path.isdir(self._root):
-                return f"input folder {self._root} disappeared"
-            return f"{self._mode} event emitter stopped"
-        return None
+            return self._root_failure() or f"{self._mode} event emitter stopped"
+        return self._root_failure()
 
     def rescan(self) -> None:
         """Walk the tree now: finds files whose events were lost; forgets files that are gone."""
@@ -366,6 +367,19 @@ class Watcher:
                     yield entry
 
     # -- paths -----------------------------------------------------------------------------------
+
+    def _root_failure(self) -> str | None:
+        """Is the path still the folder being watched? inotify follows a renamed folder, so after
+        `mv in in.bak; mkdir in` the events would come from in.bak and nothing would watch the new `in`."""
+        try:
+            root = os.stat(self._root)
+        except (FileNotFoundError, NotADirectoryError):
+            return f"input folder {self._root} disappeared"
+        except OSError:
+            return None  # e.g. a network file system's hiccup: not a verdict; the next check looks again
+        if (root.st_dev, root.st_ino) != self._root_id:
+            return f"input folder {self._root} was moved away or replaced: it is no longer the folder being watched"
+        return None
 
     def _to_root(self, p: str) -> str:
         """Map a path under the watched (resolved) root back onto the root as the caller spelled it."""

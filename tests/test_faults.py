@@ -454,6 +454,28 @@ def test_input_folder_deleted_while_running_exits_70_so_systemd_restarts_it(star
     assert "disappeared" in daemon.log() and "exiting so the service manager restarts icsd" in daemon.log()
 
 
+@pytest.mark.timeout(60)
+def test_input_folder_renamed_away_and_recreated_exits_70_and_the_restart_watches_the_new_one(
+    start_daemon, tmp_path: Path
+) -> None:
+    """`mv in in.bak; mkdir in`: inotify follows in.bak, so without a check nothing would watch the new `in`."""
+    daemon = start_daemon("--stable-seconds", "0.2")
+    daemon.wait_ready()
+    daemon.input.rename(tmp_path / "in.bak")
+    daemon.input.mkdir()
+    write_image(daemon.input / "new.jpg", sample_image(crop=96))
+    wait_until(lambda: daemon.process.poll() is not None, timeout=15, what="the daemon to exit")
+    assert daemon.wait() == EX_SOFTWARE, daemon.log()
+    errors = [line for line in daemon.log().splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and errors[0].endswith(
+        f"the folder watcher stopped working (input folder {daemon.input} was moved away or replaced: it is no "
+        "longer the folder being watched); exiting so the service manager restarts icsd"), daemon.log()
+
+    restarted = start_daemon("--stable-seconds", "0.2")  # what systemd's Restart=on-failure does
+    restarted.wait_for_outputs(["new.png"])
+    assert restarted.stop() == 0
+
+
 def _broken_module(root: Path, name: str) -> Path:
     """A folder for PYTHONPATH whose `name` package fails to import, as after a botched install of it."""
     package = root / "broken" / name

@@ -478,6 +478,18 @@ def test_removed_root_kills_the_emitter_and_makes_it_unhealthy(root: Path, mode:
     assert "disappeared" in str(w.failure())
 
 
+@pytest.mark.parametrize("replaced", [True, False], ids=["replaced", "moved-away"])
+def test_root_renamed_away_makes_it_unhealthy(root: Path, mode: str, make_watcher, replaced: bool) -> None:
+    """inotify follows the renamed folder, so its emitter lives on: only the folder's identity tells."""
+    w = make_watcher(root, mode)
+    root.rename(root.with_name("in.bak"))
+    if replaced:
+        root.mkdir()
+    assert wait_until(lambda: not w.healthy())
+    expected = "was moved away or replaced" if replaced else "disappeared"
+    assert expected in str(w.failure()), w.failure()
+
+
 def test_dead_observer_thread_makes_it_unhealthy(root: Path, make_watcher) -> None:
     w = make_watcher(root)
     observer = w._observer

@@ -76,6 +76,14 @@ class TextFormatter(logging.Formatter):
         text = super().format(record)
         return _priority_prefix(record) + text if self.journal else text
 
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        """One record, one line: a newline or other control character in a file name is shown escaped
+        (`new\\nline.jpg`), so it cannot split a line or forge the next one. A traceback still follows."""
+        return super().formatMessage(record).translate(_CONTROL_ESCAPES)
+
+
+_CONTROL_ESCAPES = {code: f"\\x{code:02x}" for code in range(32) if code != 9} | {10: "\\n", 13: "\\r"}
+
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts (ISO 8601 UTC), level, logger, message, fields..., exc."""

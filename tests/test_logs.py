@@ -158,3 +158,19 @@ def test_default_stream_is_current_stderr(capsys):
     setup_logging()
     logging.getLogger("icsd").info("hello")
     assert capsys.readouterr().err.endswith("INFO  icsd: hello\n")
+
+
+def test_a_text_line_cannot_be_split_or_forged_by_a_file_name() -> None:
+    stream = io.StringIO()
+    setup_logging("INFO", "text", stream=stream)
+    log = logging.getLogger("icsd")
+    forged = "x.jpg\n2026-11-21 08:30:01 ERROR icsd: FAILED everything\r\x1b[2K.jpg"
+    log.warning("%s: skipped", forged)
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        log.exception("with a traceback")
+    lines = stream.getvalue().splitlines()
+    assert lines[0].endswith(
+        "WARNING icsd: x.jpg\\n2026-11-21 08:30:01 ERROR icsd: FAILED everything\\r\\x1b[2K.jpg: skipped")
+    assert lines[1].endswith("ERROR icsd: with a traceback") and lines[2] == "Traceback (most recent call last):"

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, BinaryIO, Literal
 
 from icsd import __version__
 from icsd.delivery import Identity, Outputs, StorageFull, StorageGate, Task, UnsafePathError, identity_of, replaced
-from icsd.errors import EX_SOFTWARE, IcsdError, ImageError, SettingsError, TransientError
+from icsd.errors import EX_SOFTWARE, IcsdError, ImageError, TransientError
 from icsd.executor import NOT_STARTED, WORKER_DIED, Executor, create_executor
 from icsd.inputs import printable, read_regular, scan_tree
 from icsd.jobs import JobOutcome, Result
@@ -551,7 +551,9 @@ def _lock_state_folder(state: Path) -> BinaryIO:
         handle.seek(0)
         owner = handle.read().decode(errors="replace").strip() or "unknown"
         handle.close()
-        raise SettingsError(
+        # Temporary (exit 75), not a bad setting (78, which systemd does not restart): a service that starts
+        # while a manual `icsd batch` holds the folder comes back by itself once the batch is done.
+        raise TransientError(
             f"another icsd (pid {owner}) is already using the state folder {state}: stop it, or give this one "
             "its own ICSD_OUTPUT_DIR / ICSD_STATE_DIR"
         ) from None

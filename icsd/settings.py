@@ -176,7 +176,7 @@ class Settings(BaseSettings):
         """Check everything a daemon start needs; returns the job parameters."""
         params = self.params()
         _check_range("WORKERS", self.workers, low=0)
-        _check_range("STABLE_SECONDS", self.stable_seconds, low=0)
+        _check_range("STABLE_SECONDS", self.stable_seconds, low=0, finite=True)  # inf: no file would ever be taken
         # No "off": the rescan is what catches events the watcher missed (inotify overflow, NFS).
         _check_range("RESCAN_SECONDS", self.rescan_seconds, low=0, exclusive=True)
         _check_range("MAX_ATTEMPTS", self.max_attempts, low=1)

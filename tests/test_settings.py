@@ -67,7 +67,9 @@ def test_colour_boundaries_accepted(monkeypatch: pytest.MonkeyPatch, colors: int
         ({"ICSD_MAX_PIXELS": "200000000"}, "ICSD_MAX_PIXELS must be between 1 and 178956970, got 200000000"),
         ({"ICSD_SCALE": "inf"}, "ICSD_SCALE must be a finite number >= 1, got inf"),
         ({"ICSD_SCALE": "nan"}, "ICSD_SCALE must be a finite number >= 1, got nan"),
-        ({"ICSD_STABLE_SECONDS": "nan"}, "ICSD_STABLE_SECONDS must be >= 0, got nan"),
+        ({"ICSD_STABLE_SECONDS": "nan"}, "ICSD_STABLE_SECONDS must be a finite number >= 0, got nan"),
+        ({"ICSD_STABLE_SECONDS": "inf"}, "ICSD_STABLE_SECONDS must be a finite number >= 0, got inf"),
+        ({"ICSD_DRAIN_SECONDS": "nan"}, "ICSD_DRAIN_SECONDS must be >= 0, got nan"),
         ({"ICSD_RESCAN_SECONDS": "0"}, "ICSD_RESCAN_SECONDS must be > 0, got 0.0"),
         (
             {"ICSD_SIZE": "100000x100000"},

@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 __all__ = [
+    "MAX_NUMBERED",
     "NAME_MAX",
     "TEMP_PREFIX",
     "free_name",
@@ -35,6 +36,8 @@ __all__ = [
 
 TEMP_PREFIX = ".icsd-tmp-"
 NAME_MAX = 255  # bytes in one path component on Linux file systems (ext4, xfs, btrfs, tmpfs)
+MAX_NUMBERED = 10_000  # numbered names free_name tries before giving up (a bound, never a loop)
+_SIDECAR = ".error.json"
 
 
 def output_name(rel: str) -> str:
@@ -55,9 +58,13 @@ def output_names(rel: str) -> Iterator[str]:
 
 
 def numbered_name(rel: str, number: int) -> str:
-    """`a/IMG_1.jpg`, 2 -> `a/IMG_1.2.jpg`: another name for the same file, kept within NAME_MAX."""
+    """`a/IMG_1.jpg`, 2 -> `a/IMG_1.2.jpg`: another name for the same file.
+
+    Shortened so that its failure report (sidecar_name) fits NAME_MAX too with the number in it: cut from
+    the report's name instead, the number vanished and every numbered name shared one report.
+    """
     path = PurePosixPath(rel)
-    return _fitted(str(path.with_suffix("")), f".{number}{path.suffix}")
+    return _fitted(str(path.with_suffix("")), f".{number}{path.suffix}{_SIDECAR}")[: -len(_SIDECAR)]
 
 
 def free_name(root: Path, rel: str) -> str:
@@ -65,14 +72,18 @@ def free_name(root: Path, rel: str) -> str:
 
     Moving a file there never replaces another: a failed or archived original with a reused camera name
     (IMG_0001.JPG) is kept beside the earlier one. Only icsd writes these folders, so a check is enough.
+    Raises FileExistsError if MAX_NUMBERED names are all in use.
     """
-    candidates = itertools.chain([rel], (numbered_name(rel, n) for n in itertools.count(2)))
-    return next(name for name in candidates if not _taken(root, name))
+    candidates = itertools.chain([rel], (numbered_name(rel, n) for n in range(2, MAX_NUMBERED + 1)))
+    for name in candidates:
+        if not _taken(root, name):
+            return name
+    raise FileExistsError(errno.EEXIST, f"{MAX_NUMBERED} files named like {rel} already", str(root / rel))
 
 
 def sidecar_name(rel: str) -> str:
     """`a/b.jpg` -> `a/b.jpg.error.json`, the failure report beside a failed original (within NAME_MAX)."""
-    return _fitted(rel, ".error.json")
+    return _fitted(rel, _SIDECAR)
 
 
 def safe_join(root: Path, rel: str) -> Path:

@@ -147,3 +147,27 @@ def test_written_file_mode_respects_umask(tmp_path: Path) -> None:
     target = write_atomic(tmp_path, "m.png", b"x")
     mode = target.stat().st_mode & 0o777
     assert mode & 0o600 == 0o600 and not mode & 0o022 & ~0o644  # readable output, never group/world writable
+
+
+def test_numbered_names_at_the_length_limit_keep_their_number_in_their_reports(tmp_path: Path) -> None:
+    """A 240-byte stem: cutting the report's name dropped the number, every numbered name then shared the first
+    one's report, each counted as taken, and free_name looped for ever (a batch spun at 100 % CPU)."""
+    rel = "y" * 240 + ".jpg"
+    names = [rel, *(numbered_name(rel, n) for n in (2, 3, 10, 100))]
+    reports = [sidecar_name(name) for name in names]
+    assert len(set(names)) == len(set(reports)) == len(names)
+    assert all(len(os.fsencode(name)) <= NAME_MAX for name in names + reports)
+    for number, name in zip((2, 3, 10, 100), names[1:], strict=True):
+        assert name.endswith(f".{number}.jpg") and sidecar_name(name).endswith(f".{number}.jpg.error.json")
+    for name in names[:3]:  # two failed originals of that name already, each with its report
+        write_failure(tmp_path, name, {"error": "x"})
+        (tmp_path / name).write_bytes(b"x")
+    assert free_name(tmp_path, rel) == numbered_name(rel, 4)
+
+
+def test_free_name_gives_up_instead_of_looping(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("icsd.output.MAX_NUMBERED", 3)
+    for name in ("a.jpg", "a.2.jpg", "a.3.jpg"):
+        (tmp_path / name).write_bytes(b"x")
+    with pytest.raises(FileExistsError, match=r"3 files named like a\.jpg"):
+        free_name(tmp_path, "a.jpg")

@@ -242,9 +242,13 @@ def _compress_target(source: Path, output: str | None) -> Path:
     if output is not None and not output.strip():
         raise UsageError("-o/--output is empty: give the output file name (e.g. -o small.png)")
     target = Path(output) if output is not None else source.with_suffix(".png")
-    if target.is_dir():
+    if target.is_dir() or (output is not None and output.endswith("/")):  # Path() drops a trailing slash
         example = target / f"{source.stem}.png"
-        raise OutputError(f"cannot write {target}: it is a folder; give a file name (e.g. -o {example})")
+        raise OutputError(f"cannot write {target}/: it names a folder; give a file name (e.g. -o {example})")
+    if target.is_symlink() or (target.exists() and not target.is_file()):
+        # The atomic write renames a new file over the target: it would replace the link, the FIFO or, as
+        # root, a device node such as /dev/null with a regular file.
+        raise OutputError(f"cannot write {target}: it is not a regular file; choose another path with -o")
     if target.parent.exists() and not target.parent.is_dir():
         raise OutputError(f"cannot write {target}: {target.parent} is not a folder; choose another path with -o")
     if target.resolve() == source.resolve():

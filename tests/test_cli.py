@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -186,7 +187,13 @@ def test_environment_choice_wins_over_dotenv(tmp_path: Path) -> None:
         (["compress", "a.jpg", "--max-pixels", "0"], {}, 78, "ICSD_MAX_PIXELS must be between 1 and 178956970, got 0"),
         (["batch", "in"], {"ICSD_SCALE": "0.5"}, 78, "ICSD_SCALE must be >= 1, got 0.5"),
         (["compress", "a.jpg", "-o", "folder"], {}, 73,
-         "cannot write folder: it is a folder; give a file name (e.g. -o folder/a.png)"),
+         "cannot write folder/: it names a folder; give a file name (e.g. -o folder/a.png)"),
+        (["compress", "a.jpg", "-o", "newdir/"], {}, 73,
+         "cannot write newdir/: it names a folder; give a file name (e.g. -o newdir/a.png)"),
+        (["compress", "a.jpg", "-o", "fifo"], {}, 73,
+         "cannot write fifo: it is not a regular file; choose another path with -o"),
+        (["compress", "a.jpg", "-o", "link.png"], {}, 73,
+         "cannot write link.png: it is not a regular file; choose another path with -o"),
         (["compress", "a.jpg", "-o", "/proc/x.png"], {}, 73,
          "cannot write /proc/x.png: No such file or directory; choose another path with -o"),
         (["compress", "a.jpg", "-o", "a.jpg/out.png"], {}, 73,
@@ -213,9 +220,13 @@ def test_bad_paths_and_values_are_one_line_errors(
     write_image(tmp_path / "a.jpg", sample_image(crop=60))
     write_image(tmp_path / "in" / "b.jpg", sample_image(crop=60))
     (tmp_path / "folder").mkdir()
+    os.mkfifo(tmp_path / "fifo")  # as root, /dev/null was replaced by a regular file the same way
+    (tmp_path / "link.png").symlink_to(tmp_path / "elsewhere.png")
     done = icsd(*args, cwd=tmp_path, **env)
     assert (done.returncode, done.stderr) == (code, f"icsd: error: {message}\n")
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.png").exists()
+    assert not (tmp_path / "newdir").exists() and stat.S_ISFIFO(os.lstat(tmp_path / "fifo").st_mode)
+    assert (tmp_path / "link.png").is_symlink() and not (tmp_path / "elsewhere.png").exists()
 
 
 def test_compress_warns_about_misspelt_variables(tmp_path: Path) -> None:

@@ -201,6 +201,18 @@ class Settings(BaseSettings):
                     f"{name} ({folder}) is inside ICSD_INPUT_DIR ({self.input_dir}): "
                     "choose a folder outside the input folder"
                 )
+        # Outputs mirror input paths anywhere in the output folder but in hidden folders (inputs in hidden
+        # folders are never taken): originals kept among them could be overwritten by an output.
+        output = self.output_dir.resolve()
+        for name, folder in (("ICSD_FAILED_DIR", self.failed_path), ("ICSD_ARCHIVE_DIR", self.archive_dir)):
+            resolved = folder.resolve() if folder is not None else None
+            if resolved is not None and resolved.is_relative_to(output) and not any(
+                part.startswith(".") for part in resolved.relative_to(output).parts
+            ):
+                raise SettingsError(
+                    f"{name} ({folder}) is ICSD_OUTPUT_DIR ({self.output_dir}) or a folder in it, where outputs "
+                    "could overwrite originals: choose a folder outside it, or a hidden one like the default .failed"
+                )
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -71,6 +71,10 @@ def test_colour_boundaries_accepted(monkeypatch: pytest.MonkeyPatch, colors: int
         ({"ICSD_STABLE_SECONDS": "inf"}, "ICSD_STABLE_SECONDS must be a finite number >= 0, got inf"),
         ({"ICSD_DRAIN_SECONDS": "nan"}, "ICSD_DRAIN_SECONDS must be >= 0, got nan"),
         ({"ICSD_RESCAN_SECONDS": "0"}, "ICSD_RESCAN_SECONDS must be > 0, got 0.0"),
+        ({"ICSD_OUTPUT_DIR": "out", "ICSD_FAILED_DIR": "out"},
+         "ICSD_FAILED_DIR (out) is ICSD_OUTPUT_DIR (out) or a folder in it, where outputs could overwrite originals"),
+        ({"ICSD_OUTPUT_DIR": "out", "ICSD_ON_SUCCESS": "archive", "ICSD_ARCHIVE_DIR": "out/kept"},
+         "ICSD_ARCHIVE_DIR (out/kept) is ICSD_OUTPUT_DIR (out) or a folder in it"),
         (
             {"ICSD_SIZE": "100000x100000"},
             "ICSD_SIZE 100000x100000 is 10000000000 pixels, more than ICSD_MAX_PIXELS (89478485): "
@@ -251,3 +255,12 @@ def test_example_file_loads_as_dotenv(tmp_path: Path) -> None:
     params = load_settings().validate_all()
     assert params.colors == 16 and params.strategy is Strategy.KMEANS
     assert unknown_env_warnings({}) == []
+
+
+def test_originals_may_live_in_hidden_folders_of_the_output_or_outside_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outputs never land in hidden folders (inputs in hidden folders are not taken), so those are safe."""
+    monkeypatch.setenv("ICSD_OUTPUT_DIR", "out")
+    monkeypatch.setenv("ICSD_ON_SUCCESS", "archive")
+    for archive in ("out/.originals", "kept", "out-archive"):
+        monkeypatch.setenv("ICSD_ARCHIVE_DIR", archive)
+        load_settings().validate_all()  # the default failed folder out/.failed included

@@ -255,11 +255,13 @@ class Service:
 
     def _free_output(self, rel: str) -> str:
         """The first of `rel`'s output names (output.output_names) that no other input owns and no folder
-        occupies: an output is never shared, so never silently overwritten, however input names collide."""
+        occupies, in the output or the input (whose folders the output mirrors): an output is never shared,
+        so never silently overwritten, however input names collide."""
         natural, holder = output_name(rel), None
         for output in output_names(rel):
             owner = self.journal.output_owner(output)
-            if (owner is None or owner == rel) and not os.path.isdir(self.output_root / output):
+            folder = os.path.isdir(self.output_root / output) or os.path.isdir(self.input_root / output)
+            if (owner is None or owner == rel) and not folder:
                 break
             holder = holder or (owner if owner not in (None, rel) else "a folder")  # who has the natural name
         if output != natural:

@@ -58,6 +58,18 @@ def test_an_output_name_taken_by_a_folder_moves_aside(tmp_path: Path) -> None:
     assert "x.jpg: x.png already belongs to a folder; writing x.jpg.png" in done.stderr
 
 
+def test_an_output_name_that_an_input_folder_needs_moves_aside(tmp_path: Path) -> None:
+    """x.jpg, started first, wrote the file out/x.png; then the input folder x.png/ could not be mirrored and
+    its images failed and were moved out of the input."""
+    source = tmp_path / "in"
+    write_image(source / "x.jpg", sample_image())  # the largest: started first
+    write_image(source / "x.png" / "inner.jpg", sample_image(crop=50))
+    done = batch(source, tmp_path / "out", "--workers", "1")
+    assert done.returncode == 0, done.stderr
+    assert size_of(tmp_path / "out" / "x.png" / "inner.png") == (10, 10)
+    assert size_of(tmp_path / "out" / "x.jpg.png") == (128, 86)
+
+
 def test_reused_names_never_replace_earlier_failed_or_archived_originals(tmp_path: Path) -> None:
     """Cameras reuse names (IMG_0001.JPG): a second bad or archived file of one name is kept beside the first."""
     source, out, archive = tmp_path / "in", tmp_path / "out", tmp_path / "archive"

@@ -194,6 +194,8 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     except (MemoryError, IcsdError):
         raise
     except Exception as exc:  # plugins raise SyntaxError, struct.error, ValueError, EOFError ... on bad headers
+        if _ran_out(exc):
+            raise TruncatedImageError(f"truncated {_sniff(data) or 'image'} header: {_one_line(exc)}") from None
         raise DecodeError(f"truncated or corrupt {_sniff(data) or 'image'} header: {_one_line(exc)}") from None
 
 
@@ -252,9 +254,15 @@ def _load(img: Image.Image) -> None:
     except MemoryError:
         raise
     except Exception as exc:  # OSError "image file is truncated", SyntaxError "broken PNG file", zlib.error ...
-        if isinstance(exc, OSError) and "truncated" in str(exc):  # Pillow's word for "the data ran out"
+        if _ran_out(exc):
             raise TruncatedImageError(f"truncated {img.format or 'image'} data: {_one_line(exc)}") from None
         raise DecodeError(f"truncated or corrupt {img.format or 'image'} data: {_one_line(exc)}") from None
+
+
+def _ran_out(exc: Exception) -> bool:
+    """Pillow's way of saying the data ended early ("image file is truncated", "Truncated File Read"): the
+    file may still be arriving, unlike one that is corrupt (see TruncatedImageError)."""
+    return isinstance(exc, OSError) and "truncated" in str(exc).lower()
 
 
 def _orientation(img: Image.Image) -> int:

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from icsd import __version__
-from icsd.errors import IcsdError, InputError, OutputError, SettingsError, UsageError
+from icsd.errors import EX_USAGE, IcsdError, InputError, OutputError, SettingsError, UsageError
 from icsd.worker_server import start_for_command
 
 __all__ = ["build_parser", "main"]
@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from icsd.settings import Settings
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="icsd",
         description="Image Compression System daemon: downsample images and reduce them to K colours.",
         epilog="Every setting is also an environment variable ICSD_<NAME> (or a line in ./.env); "
@@ -207,6 +207,15 @@ def _prepared_service(settings: typing.Any, service_class: typing.Any, *, mode: 
     service = service_class(settings, mode=mode)  # validates every setting before any folder is made
     _create_folders(settings, mode=mode)
     return service
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a command-line mistake exits EX_USAGE (64) rather than 2: sysexits like every other
+    error of icsd, and one the systemd unit does not restart in a loop (RestartPreventExitStatus=64 78)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EX_USAGE, f"{self.prog}: error: {message}\n")
 
 
 def _check_input_folder(folder: Path, *, hint: str, must_exist: bool) -> None:

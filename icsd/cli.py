@@ -171,6 +171,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from icsd.journal import Journal
+    from icsd.logs import one_line
 
     _warn_unknown_env()
     settings = _settings_from(args, validate=False)
@@ -185,7 +186,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         if failures:
             print("recent failures:")
             for entry in failures:
-                print(f"  {entry.rel}: {entry.error}")
+                print(one_line(f"  {entry.rel}: {entry.error}"))
     finally:
         journal.close()
     return 0

@@ -20,7 +20,7 @@ from typing import Any, TextIO
 
 from icsd.errors import SettingsError
 
-__all__ = ["FORMATS", "LEVELS", "JsonFormatter", "TextFormatter", "log_event", "setup_logging"]
+__all__ = ["FORMATS", "LEVELS", "JsonFormatter", "TextFormatter", "log_event", "one_line", "setup_logging"]
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 FORMATS = ("text", "json")
@@ -79,10 +79,20 @@ class TextFormatter(logging.Formatter):
     def formatMessage(self, record: logging.LogRecord) -> str:
         """One record, one line: a newline or other control character in a file name is shown escaped
         (`new\\nline.jpg`), so it cannot split a line or forge the next one. A traceback still follows."""
-        return super().formatMessage(record).translate(_CONTROL_ESCAPES)
+        return one_line(super().formatMessage(record))
 
 
-_CONTROL_ESCAPES = {code: f"\\x{code:02x}" for code in range(32) if code != 9} | {10: "\\n", 13: "\\r"}
+def one_line(text: str) -> str:
+    """`text` with control characters escaped (`\\n`, `\\r`, `\\xNN`, `\\u2028`): a file name cannot split a
+    line of output, forge the next one or send a terminal escape sequence."""
+    return text.translate(_CONTROL_ESCAPES)
+
+
+# C0 controls but tab, DEL, C1 controls (U+0085 NEL, U+009B CSI ...), and Unicode's line and paragraph separators.
+_CONTROL_ESCAPES = (
+    {code: f"\\x{code:02x}" for code in [*range(32), *range(127, 160)] if code != 9}
+    | {10: "\\n", 13: "\\r", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+)
 
 
 class JsonFormatter(logging.Formatter):

@@ -174,3 +174,10 @@ def test_a_text_line_cannot_be_split_or_forged_by_a_file_name() -> None:
     assert lines[0].endswith(
         "WARNING icsd: x.jpg\\n2026-11-21 08:30:01 ERROR icsd: FAILED everything\\r\\x1b[2K.jpg: skipped")
     assert lines[1].endswith("ERROR icsd: with a traceback") and lines[2] == "Traceback (most recent call last):"
+
+
+def test_one_line_escapes_every_kind_of_line_break_and_terminal_control() -> None:
+    from icsd.logs import one_line
+
+    text = "a\nb\rc\x1b[2Kd\x7fe\x85f\x9bg\u2028h\u2029i\tj é 東京"
+    assert one_line(text) == "a\\nb\\rc\\x1b[2Kd\\x7fe\\x85f\\x9bg\\u2028h\\u2029i\tj é 東京"

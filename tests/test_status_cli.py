@@ -88,3 +88,15 @@ def test_status_into_a_closed_pipe_exits_quietly(tmp_path: Path, unbuffered: str
     finally:
         os.close(write_end)
     assert (result.returncode, result.stderr) == (141, "")  # 128 + SIGPIPE, as a shell reports `yes | head -1`
+
+
+def test_status_shows_a_failed_name_with_a_line_break_on_one_line(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "two\nlines\x1b[31m.jpg").write_bytes(b"not a jpeg")
+    batch = subprocess.run([sys.executable, "-m", "icsd", "batch", "in", "--output-dir", "out"], cwd=tmp_path,
+                           env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert batch.returncode == 1, batch.stderr
+    shown = status(tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines()[1:] == ["recent failures:", "  two\\nlines\\x1b[31m.jpg: not an image Pillow can "
+                                             "read (format not recognised; 10 bytes starting b'not a jp')"]

@@ -107,7 +107,18 @@ class Service:
         """Run until stopped (watch) or until the folder is done (batch); returns the exit code."""
         for folder in (self.input_root, self.output_root, self.failed_root, self.settings.state_path):
             folder.mkdir(parents=True, exist_ok=True)
-        self._lock = _lock_state_folder(self.settings.state_path.resolve())  # before touching anything shared
+        # Before touching anything shared: one icsd per journal, and one per output folder (two daemons with
+        # their own journals would otherwise both write a.png there).
+        state = self.settings.state_path.resolve()
+        self._locks: list[BinaryIO] = []
+        try:
+            self._locks.append(_hold_lock(state / "lock", f"the state folder {state}"))
+            self._locks.append(_hold_lock(self.output_root / ".icsd" / "output.lock",
+                                          f"the output folder {self.output_root}"))
+        except TransientError:
+            for lock in self._locks:
+                lock.close()
+            raise
         stray = sum(remove_stray_temps(root) for root in self._our_roots())
         if stray:
             log.info("removed %d temporary files left by an earlier crash", stray)
@@ -145,7 +156,8 @@ class Service:
                 watcher.stop()
             self._drain(executor)
             self.journal.close()
-            self._lock.close()
+            for lock in self._locks:
+                lock.close()
             self.metrics.stop()
             notifier.close()
             log.info("icsd stopped: %s", self.tally.summary())  # also when interrupted (Ctrl-C in batch)
@@ -543,21 +555,22 @@ class Service:
         return True
 
 
-def _lock_state_folder(state: Path) -> BinaryIO:
-    """Hold an exclusive lock on the state folder for the daemon's life: two daemons sharing one
-    journal would both claim every new file. The kernel drops the lock when the process dies."""
-    handle = open(state / "lock", "a+b")  # noqa: SIM115 - kept open on purpose, closed by run()
+def _hold_lock(path: Path, what: str) -> BinaryIO:
+    """Hold an exclusive lock on `path`, which guards `what`, for the daemon's life (the kernel drops it when
+    the process dies): two daemons sharing a journal would both claim every new file, two sharing an output
+    folder would write the same outputs. Temporary (exit 75), not a bad setting (78, which systemd does not
+    restart): a service started while a manual `icsd batch` holds the folder comes back once the batch is done."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a+b")  # noqa: SIM115 - kept open on purpose, closed by run()
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.seek(0)
         owner = handle.read().decode(errors="replace").strip() or "unknown"
         handle.close()
-        # Temporary (exit 75), not a bad setting (78, which systemd does not restart): a service that starts
-        # while a manual `icsd batch` holds the folder comes back by itself once the batch is done.
         raise TransientError(
-            f"another icsd (pid {owner}) is already using the state folder {state}: stop it, or give this one "
-            "its own ICSD_OUTPUT_DIR / ICSD_STATE_DIR"
+            f"another icsd (pid {owner}) is already using {what}: stop it, or give this one its own "
+            "ICSD_OUTPUT_DIR / ICSD_STATE_DIR"
         ) from None
     handle.truncate(0)
     handle.write(str(os.getpid()).encode())

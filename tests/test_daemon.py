@@ -126,6 +126,21 @@ def test_wait_until_reports_what_it_waited_for() -> None:
         raise AssertionError("wait_until did not time out")
 
 
+def test_a_second_icsd_with_its_own_journal_but_the_same_output_folder_is_refused(start_daemon, tmp_path: Path) -> None:
+    """Each with its own journal, both would write out/a.png (QA: a batch overwrote the daemon's output)."""
+    first = start_daemon()
+    first.wait_ready()
+    write_image(tmp_path / "other" / "a.jpg", sample_image("flower.jpg", crop=96))
+    second = subprocess.run(
+        [sys.executable, "-m", "icsd", "batch", "other", "--output-dir", "out", "--state-dir", "state2"],
+        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )
+    assert second.returncode == 75, second.stderr
+    assert f"icsd: error: another icsd (pid {first.process.pid}) is already using the output folder " in second.stderr
+    assert not (first.output / "a.png").exists()
+    assert first.stop() == 0
+
+
 def test_a_second_daemon_on_the_same_state_folder_is_refused(start_daemon) -> None:
     first = start_daemon()
     first.wait_ready()

@@ -238,8 +238,10 @@ def unknown_env_warnings(environ: dict[str, str] | None = None, env_file: Path =
         seen |= {key.upper() for key in dotenv_values(env_file) if key.upper().startswith(ENV_PREFIX)}
     warnings = []
     for key in sorted(seen - names):
-        close = difflib.get_close_matches(key, sorted(names), n=1)
-        hint = f"; did you mean {close[0]}?" if close else ""
+        # Compared without the shared ICSD_ prefix, which made every name look alike (ICSD_FOO: "ICSD_COLORS?")
+        bare = {name.removeprefix(ENV_PREFIX): name for name in names}
+        close = difflib.get_close_matches(key.removeprefix(ENV_PREFIX), sorted(bare), n=1)
+        hint = f"; did you mean {bare[close[0]]}?" if close else ""
         warnings.append(f"unknown setting {key} is ignored{hint}")
     return warnings
 

@@ -226,10 +226,13 @@ def test_derived_folders_default_under_output(tmp_path: Path) -> None:
 
 def test_unknown_variable_warns_with_closest_name(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("ICSD_STRATEGIE=kmeans\n")
-    warnings = unknown_env_warnings({"ICSD_COLOURS": "8", "ICSD_COLORS": "8", "ICSD_PURE_NUMPY": "1", "PATH": "/bin"})
+    warnings = unknown_env_warnings({"ICSD_COLOURS": "8", "ICSD_COLORS": "8", "ICSD_PURE_NUMPY": "1", "PATH": "/bin",
+                                     "ICSD_FOO": "1", "ICSD_WORKER": "2"})
     assert warnings == [
         "unknown setting ICSD_COLOURS is ignored; did you mean ICSD_COLORS?",
+        "unknown setting ICSD_FOO is ignored",  # no real setting is like it (ICSD_COLORS was suggested)
         "unknown setting ICSD_STRATEGIE is ignored; did you mean ICSD_STRATEGY?",
+        "unknown setting ICSD_WORKER is ignored; did you mean ICSD_WORKERS?",
     ]
 
 

@@ -276,7 +276,8 @@ class Service:
             if (owner is None or owner == rel) and not folder:
                 break
             holder = holder or (owner if owner not in (None, rel) else "a folder")  # who has the natural name
-        if output != natural:
+        entry = self.journal.get(rel)
+        if output != natural and (entry is None or entry.output != output):  # said once, not on every retry
             log.warning("%s: %s already belongs to %s; writing %s", rel, natural, holder, output)
         return output
 

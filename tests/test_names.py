@@ -138,3 +138,14 @@ def test_names_at_the_length_limit_get_outputs_and_reports_that_fit(tmp_path: Pa
     report = tmp_path / "out" / ".failed" / f"{'y' * 240}.jpg.error.json"
     assert json.loads(report.read_text())["file"] == f"{'y' * 251}.jpg"
     assert "retrying" not in done.stderr
+
+
+def test_a_fallback_name_is_announced_once_not_on_every_retry(tmp_path: Path) -> None:
+    source = tmp_path / "in"
+    write_image(source / "a.bmp", sample_image())
+    whole = write_image(tmp_path / "whole.png", sample_image("flower.jpg", crop=200), fmt="PNG")
+    (source / "a.png").write_bytes(whole[: len(whole) // 2])  # cut short: retried up to 3 times, then failed
+    done = batch(source, tmp_path / "out", "--workers", "1")
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.count("retrying in") == 2 and "FAILED a.png" in done.stderr
+    assert done.stderr.count("a.png: a.png already belongs to a.bmp; writing a.png.png") == 1

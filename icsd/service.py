@@ -510,8 +510,7 @@ class Service:
             self.journal.unclaim(rel, reason)
 
     def _our_roots(self) -> list[Path]:
-        roots = [self.output_root, self.failed_root, self.settings.state_path.resolve()]
-        return roots + ([self.archive_root] if self.archive_root else [])
+        return [folder.resolve() for folder in self.settings.folders().values()]
 
     # -- health, for the systemd watchdog (called from the pinger thread) ----------------------
 

@@ -17,8 +17,8 @@ $(BIN)/python:
 # Adding or removing a module changes its folder's mtime, and so reinstalls.
 # Where PYTHONDONTWRITEBYTECODE is set Python never caches bytecode: compiling it here saves each start
 # ~80 ms (measured on `icsd batch`); build/ holds the cache for the symlinked modules.
-INSTALL_INPUTS := pyproject.toml $(shell find icsd -type d ! -name __pycache__) icsd/quantize/_lloyd.c \
-	icsd/quantize/_pixels.c
+INSTALL_INPUTS := pyproject.toml $(shell find icsd -type d ! -name __pycache__) icsd/core/quantization/_lloyd.c \
+	icsd/core/quantization/_pixels.c
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --config-settings editable_mode=strict -e
 
 $(VENV)/.installed-run: $(INSTALL_INPUTS) | $(BIN)/python
@@ -45,4 +45,4 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/throughput.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache icsd/quantize/*.so
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache icsd/core/quantization/*.so

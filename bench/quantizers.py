@@ -31,9 +31,9 @@ from threadpoolctl import threadpool_limits
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.images import BenchImage, load_images
-from icsd.quantize import quantize
-from icsd.quantize.nearest import nearest
-from icsd.quantize.sklearn_backend import N_INIT
+from icsd.core.quantization import quantize
+from icsd.core.quantization.nearest import nearest
+from icsd.core.quantization.sklearn_backend import N_INIT
 
 # A method maps (image, K) to a zero-argument callable doing the timed work, plus a function turning
 # what that callable returned into the quantized image (untimed).

@@ -1,7 +1,12 @@
-"""icsd — Image Compression System daemon.
+"""icsd — Image Compression System daemon, and the library behind it.
 
-The package root exposes the pure core only (importing it never pulls in watchdog or
-pydantic-settings): `quantize` for colour reduction and `compress` for the whole pipeline.
+    import icsd
+    result = icsd.compress(open("photo.jpg", "rb").read(), icsd.CompressParams(colors=16))
+    quantized = icsd.quantize(pixels, 16)                 # (H, W, 3) uint8 -> palette + indices
+
+The names here are the pure core's (`icsd.core`): importing them never pulls in watchdog, pydantic-settings
+or SQLite, and no module at the root shares a name with one of them, so they stay functions whatever was
+imported first.
 """
 
 from __future__ import annotations
@@ -12,26 +17,19 @@ __version__ = "0.1.0"
 __all__ = ["__version__", "CompressParams", "Quantized", "Result", "Strategy", "compress", "quantize"]
 
 if TYPE_CHECKING:
-    from icsd.compress import compress
-    from icsd.jobs import Result
-    from icsd.params import CompressParams, Strategy
-    from icsd.quantize import Quantized, quantize
-
-_LAZY = {
-    "CompressParams": "icsd.params",
-    "Strategy": "icsd.params",
-    "Quantized": "icsd.quantize",
-    "quantize": "icsd.quantize",
-    "Result": "icsd.jobs",
-    "compress": "icsd.compress",
-}
+    from icsd.core import CompressParams, Quantized, Result, Strategy, compress, quantize
 
 
 def __getattr__(name: str) -> Any:
-    """Import lazily so `icsd.errors` users (and the CLI's --help) stay fast."""
-    module = _LAZY.get(name)
-    if module is None:
+    """Lazily, so `icsd --help` and the daemon's coordinator do not load NumPy and Pillow."""
+    if name not in __all__:
         raise AttributeError(f"module 'icsd' has no attribute {name!r}")
-    import importlib
+    import icsd.core
 
-    return getattr(importlib.import_module(module), name)
+    value = getattr(icsd.core, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

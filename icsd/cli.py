@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from icsd import __version__
-from icsd.errors import EX_USAGE, IcsdError, InputError, OutputError, SettingsError, UsageError
-from icsd.worker_server import start_for_command
+from icsd.daemon.fork_server import start_for_command
+from icsd.errors import EX_USAGE, DataError, IcsdError, InputError, OutputError, SettingsError, UsageError
 
 __all__ = ["build_parser", "main"]
 
@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from icsd.service import Service
+    from icsd.daemon.service import Service
 
     settings = _settings_from(args)
     _check_input_folder(settings.input_dir, hint="check ICSD_INPUT_DIR", must_exist=False)
@@ -113,8 +113,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_batch(args: argparse.Namespace) -> int:
-    from icsd.progress import ProgressBar
-    from icsd.service import Service
+    from icsd.daemon.progress import ProgressBar
+    from icsd.daemon.service import Service
 
     if args.folder is not None:
         args.input_dir = args.folder
@@ -138,9 +138,9 @@ def _cmd_batch(args: argparse.Namespace) -> int:
 
 
 def _cmd_compress(args: argparse.Namespace) -> int:
-    from icsd.compress import compress
-    from icsd.output import write_atomic
-    from icsd.progress import colours, human_bytes, reduction_pct
+    from icsd.core import ImageError, compress
+    from icsd.daemon.output import write_atomic
+    from icsd.daemon.progress import colours, human_bytes, reduction_pct
 
     _warn_unknown_env()
     settings = _settings_from(args)
@@ -153,8 +153,8 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     target = _compress_target(source, args.output)
     try:
         result = compress(data, params)
-    except IcsdError as exc:
-        raise type(exc)(f"{source}: {exc.message}") from None
+    except ImageError as exc:  # the core's: bad image data, exit 65
+        raise DataError(f"{source}: {exc.message}") from None
     try:
         write_atomic(target.parent.resolve(), target.name, result.data)
     except OSError as exc:
@@ -170,8 +170,8 @@ def _cmd_compress(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from icsd.journal import Journal
-    from icsd.logs import one_line
+    from icsd.daemon.journal import Journal
+    from icsd.daemon.logs import one_line
 
     _warn_unknown_env()
     settings = _settings_from(args, validate=False)
@@ -196,7 +196,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _prepared_service(settings: typing.Any, service_class: typing.Any, *, mode: str) -> typing.Any:
-    from icsd.logs import setup_logging
+    from icsd.daemon.logs import setup_logging
     from icsd.settings import unknown_env_warnings
 
     # watchdog 7 warns when `mkdir -p` races its recursive inotify setup; it re-registers the same callback

@@ -1,8 +1,8 @@
-"""Exception hierarchy: every error carries a one-line user-facing message and an exit code.
+"""The shell's errors: each carries a one-line user-facing message and a sysexits exit code.
 
-The CLI maps these to exit codes without tracebacks; the daemon logs the message and goes on.
-Permanent errors (the input itself is bad) send a file to the failed folder; transient errors
-(the system is temporarily unable) are retried with backoff.
+The CLI maps these (and the core's errors, via `exit_code_for`) to exit codes without tracebacks; the
+daemon logs the message and goes on. Permanent errors (the input itself is bad) send a file to the failed
+folder; transient errors (the system is temporarily unable) are retried with backoff.
 """
 
 from __future__ import annotations
@@ -14,13 +14,11 @@ __all__ = [
     "EX_SOFTWARE",
     "EX_TEMPFAIL",
     "EX_USAGE",
-    "DecodeError",
+    "exit_code_for",
+    "DataError",
     "IcsdError",
-    "ImageError",
-    "ImageTooLargeError",
     "SettingsError",
     "TransientError",
-    "TruncatedImageError",
     "InputError",
     "UsageError",
     "EX_NOINPUT",
@@ -29,7 +27,7 @@ __all__ = [
 
 # BSD sysexits.h values: systemd and shell scripts understand them.
 EX_USAGE = 64
-EX_DATAERR = 65
+EX_DATAERR = 65  # the input is not a usable image (the core's ImageError)
 EX_NOINPUT = 66
 EX_SOFTWARE = 70
 EX_CANTCREAT = 73
@@ -60,25 +58,11 @@ class UsageError(IcsdError):
     exit_code = EX_USAGE
 
 
-class ImageError(IcsdError):
-    """The input is not a usable image; retrying will not help."""
+
+class DataError(IcsdError):
+    """A file named on the command line is not a usable image (the core's ImageError, with the file's name)."""
 
     exit_code = EX_DATAERR
-
-
-class DecodeError(ImageError):
-    """The bytes are not an image Pillow can decode (truncated, corrupt, unknown format)."""
-
-
-class TruncatedImageError(DecodeError):
-    """The data ends before the picture does. Retried like a transient error: the file may still be arriving
-    (a writer that paused longer than the quiet period); one that stays truncated fails after the retries."""
-
-    permanent = False
-
-
-class ImageTooLargeError(ImageError):
-    """The image exceeds the pixel or dimension limits (decompression-bomb guard)."""
 
 
 class InputError(IcsdError):
@@ -98,3 +82,16 @@ class TransientError(IcsdError):
 
     exit_code = EX_TEMPFAIL
     permanent = False
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """The sysexits code for a shell or core error: bad image data 65, a bad argument 64, else its own."""
+    from icsd.core import ImageError, ParameterError  # light: the core's errors import nothing
+
+    if isinstance(exc, IcsdError):
+        return exc.exit_code
+    if isinstance(exc, ImageError):
+        return EX_DATAERR
+    if isinstance(exc, ParameterError):
+        return EX_USAGE
+    return 1

@@ -1,6 +1,6 @@
 """Process entry of `icsd` and `python -m icsd`: the worker fork server first, then the command, then exit.
 
-Kept apart from icsd.cli so a daemon command starts its fork server (see icsd.worker_server) before the
+Kept apart from icsd.cli so a daemon command starts its fork server (see icsd.daemon.fork_server) before the
 command line's own imports: the server loads the image stack while the rest of icsd loads (measured:
 the server started ~45 ms after exec from here, ~80 ms when started from cli.main).
 """
@@ -22,7 +22,7 @@ def entry_point() -> typing.NoReturn:
     the logs and remove multiprocessing's socket folder), so they run, then os._exit. SystemExit from
     argparse (--help, usage) exits normally.
     """
-    from icsd.worker_server import start_for_command
+    from icsd.daemon.fork_server import start_for_command
 
     start_for_command(sys.argv[1:])
     import atexit

@@ -19,8 +19,16 @@ from pydantic import Field, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from icsd.core import (
+    DEFAULT_MAX_PIXELS,
+    CompressParams,
+    ParameterError,
+    Resample,
+    Strategy,
+    colors_from_bits,
+    parse_size,
+)
 from icsd.errors import SettingsError
-from icsd.params import DEFAULT_MAX_PIXELS, CompressParams, Resample, Strategy, colors_from_bits, parse_size
 
 __all__ = ["ALTERNATIVES", "ENV_PREFIX", "Settings", "load_settings", "unknown_env_warnings"]
 
@@ -139,6 +147,12 @@ class Settings(BaseSettings):
         Checked here rather than left to CompressParams, whose messages cannot name ICSD_ variables;
         `icsd compress` needs only this, the daemon commands call it through validate_all.
         """
+        try:
+            return self._params()
+        except ParameterError as exc:  # the core's parsers were given the setting's name to use
+            raise SettingsError(exc.message) from None
+
+    def _params(self) -> CompressParams:
         _check_range("SCALE", self.scale, low=1, finite=True)
         if self.resample.lower() == "stride" and self.scale != int(self.scale):
             raise SettingsError(f"ICSD_RESAMPLE=stride needs a whole-number ICSD_SCALE, got {self.scale}")
@@ -224,7 +238,8 @@ def load_settings(**overrides: Any) -> Settings:
         raise SettingsError(_describe(exc)) from None
 
 
-# Read by the core, not settings: ICSD_PURE_NUMPY=1 ignores the compiled k-means kernels (icsd.quantize.compiled).
+# Read by the core, not settings: ICSD_PURE_NUMPY=1 ignores the compiled k-means kernels
+# (icsd.core.quantization.compiled).
 _ENGINE_ENV = {"ICSD_PURE_NUMPY"}
 
 

@@ -60,7 +60,6 @@ def digests(compress: Any, params_type: Any) -> dict[str, str]:
 
 
 if __name__ == "__main__":
-    from icsd.compress import compress  # the pre-restructure path; the recorded digests came from it
-    from icsd.params import CompressParams
+    from icsd import CompressParams, compress
 
     print(json.dumps(digests(compress, CompressParams), indent=1, sort_keys=True))

@@ -244,7 +244,7 @@ def vm_hwm_kib(pid: int) -> int:
 
 def temp_files(root: Path) -> list[str]:
     """Temporary files (icsd's `.icsd-tmp-*`, SQLite's rollback journals) anywhere under `root`."""
-    from icsd.output import TEMP_PREFIX
+    from icsd.daemon.output import TEMP_PREFIX
 
     return sorted(
         p.relative_to(root).as_posix()

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from icsd.output import output_name
+from icsd.daemon.output import output_name
 from tests.harness import descendants, vm_hwm_kib, wait_until
 from tests.images import (
     animated_gif,

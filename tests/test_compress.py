@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import icsd.compress
-from icsd.compress import compress
-from icsd.errors import SettingsError
-from icsd.jobs import JobOutcome, Result, compress_job
-from icsd.params import CompressParams, Strategy
+import icsd.core.pipeline
+from icsd.core.errors import ParameterError
+from icsd.core.jobs import JobOutcome, Result, compress_job
+from icsd.core.params import CompressParams, Strategy
+from icsd.core.pipeline import compress
 from tests import images
 
 QUANTIZING = [Strategy.KMEANS, Strategy.SKLEARN_KMEANS, Strategy.SKLEARN_MINIBATCH]
@@ -114,7 +114,7 @@ def test_extreme_aspect_ratio_compresses() -> None:
     ],
 )
 def test_params_refuse_what_would_make_1x1_images_or_huge_buffers(fields: dict[str, object], message: str) -> None:
-    with pytest.raises(SettingsError) as caught:
+    with pytest.raises(ParameterError) as caught:
         CompressParams(**fields)  # type: ignore[arg-type]
     assert caught.value.message == message
 
@@ -142,7 +142,7 @@ def test_job_success() -> None:
         (b"not an image", CompressParams(), "not an image Pillow can read"),
         (images.png_bomb(20_000, 20_000), CompressParams(), "20000x20000"),
         (b"\xff\xd8\xff" + b"\0" * 300, CompressParams(), "truncated or corrupt JPEG"),
-        (images.sample_bytes(), CompressParams(max_pixels=1000), "ICSD_MAX_PIXELS"),
+        (images.sample_bytes(), CompressParams(max_pixels=1000), "raise max_pixels"),
     ],
 )
 def test_job_bad_input_is_permanent(data: bytes, params: CompressParams, expected: str) -> None:
@@ -162,7 +162,7 @@ def test_job_memory_error_is_transient(monkeypatch: pytest.MonkeyPatch) -> None:
     def exhausted(*args: object, **kwargs: object) -> None:
         raise MemoryError
 
-    monkeypatch.setattr(icsd.compress, "quantize", exhausted)
+    monkeypatch.setattr(icsd.core.pipeline, "quantize", exhausted)
     outcome = compress_job(images.sample_bytes(), CompressParams())
     assert (outcome.result, outcome.permanent) == (None, False)
     assert "out of memory" in (outcome.error or "")
@@ -172,7 +172,7 @@ def test_job_unexpected_error_is_permanent_internal_error(monkeypatch: pytest.Mo
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("boom\nsecond line")
 
-    monkeypatch.setattr(icsd.compress, "quantize", broken)
+    monkeypatch.setattr(icsd.core.pipeline, "quantize", broken)
     outcome = compress_job(images.sample_bytes(), CompressParams())
     assert outcome == JobOutcome(result=None, error="internal error: RuntimeError: boom second line", permanent=True)
 
@@ -185,7 +185,7 @@ def test_results_and_outcomes_pickle() -> None:
 
 def test_core_does_not_import_the_shell() -> None:
     code = (
-        "import sys, icsd.compress, icsd.codec, icsd.resize\n"
+        "import sys, icsd.core.pipeline, icsd.core.codec, icsd.core.resize\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('watchdog', 'pydantic_settings', 'pydantic')]\n"
         "assert not bad, bad\n"
     )

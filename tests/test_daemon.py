@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from icsd.worker_server import WORKER_ENV, worker_environment
+from icsd.daemon.fork_server import WORKER_ENV, worker_environment
 from tests.harness import clean_env, descendants, sample_image, wait_until, write_image
 
 
@@ -184,7 +184,7 @@ def _maps(pid: int) -> str:
 
 
 def test_starting_the_worker_server_leaves_this_process_environment_alone() -> None:
-    from icsd.worker_server import WORKER_ENV, start_worker_server
+    from icsd.daemon.fork_server import WORKER_ENV, start_worker_server
 
     names = [*WORKER_ENV, "GLIBC_TUNABLES"]
     before = {name: os.environ.get(name) for name in names}
@@ -202,11 +202,11 @@ def test_workers_ask_glibc_for_huge_pages_unless_the_environment_already_decides
 
 WORKER_FIRST_IMAGES = """
 import multiprocessing, os, sys
-from icsd.worker_server import WORKER_PRELOAD
+from icsd.daemon.fork_server import WORKER_PRELOAD
 for name in WORKER_PRELOAD:
     __import__(name)
-from icsd.executor import _init_worker, _run_job
-from icsd.params import CompressParams
+from icsd.daemon.executor import _init_worker, _run_job
+from icsd.core.params import CompressParams
 stopping = multiprocessing.get_context("forkserver").Event()  # what the executor hands its workers
 preloaded = set(sys.modules)
 _init_worker(os.getpid(), stopping)
@@ -236,9 +236,9 @@ def test_a_worker_imports_nothing_the_fork_server_did_not_preload(tmp_path: Path
 def test_the_launcher_imports_nothing_before_it_starts_the_worker_server() -> None:
     """`icsd run`/`batch` start the fork server first (icsd.launch), so the server loads the image stack while
     the daemon imports the rest: the launcher must stay free of the command line and its libraries."""
-    script = "import sys, icsd.launch, icsd.worker_server; print(' '.join(sorted(sys.modules)))"
+    script = "import sys, icsd.launch, icsd.daemon.fork_server; print(' '.join(sorted(sys.modules)))"
     done = subprocess.run([sys.executable, "-c", script], env=clean_env(), capture_output=True, text=True,
                           timeout=60, check=True)
     loaded = set(done.stdout.split())
-    assert loaded.isdisjoint({"icsd.cli", "icsd.settings", "icsd.executor", "argparse", "logging", "multiprocessing",
-                              "numpy", "PIL", "pydantic", "pydantic_settings"})
+    assert loaded.isdisjoint({"icsd.cli", "icsd.settings", "icsd.executor", "argparse", "logging",
+                              "multiprocessing", "numpy", "PIL", "pydantic", "pydantic_settings"})

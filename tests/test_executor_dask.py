@@ -23,11 +23,11 @@ import psutil
 from distributed import LocalCluster
 from threadpoolctl import threadpool_limits
 
-from icsd import executor_dask
+from icsd.core.jobs import JobOutcome, compress_job
+from icsd.core.params import CompressParams, Strategy
+from icsd.daemon import executor_dask
+from icsd.daemon.executor_dask import DaskExecutor
 from icsd.errors import SettingsError, TransientError
-from icsd.executor_dask import DaskExecutor
-from icsd.jobs import JobOutcome, compress_job
-from icsd.params import CompressParams, Strategy
 from tests.harness import sample_image, wait_until
 
 JOB_TIMEOUT = 60.0

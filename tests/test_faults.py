@@ -28,9 +28,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from icsd.daemon.journal import FileId, Journal, content_digest
+from icsd.daemon.output import output_name
 from icsd.errors import EX_SOFTWARE
-from icsd.journal import FileId, Journal, content_digest
-from icsd.output import output_name
 from tests.harness import (
     Daemon,
     alive,

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from icsd.codec import PNG_COMPRESS_LEVEL, encode_palette_png
-from icsd.indexed_png import bit_depth, encode_indexed_png
-from icsd.quantize import quantize
+from icsd.core.codec import PNG_COMPRESS_LEVEL, encode_palette_png
+from icsd.core.png import bit_depth, encode_indexed_png
+from icsd.core.quantization import quantize
 from tests import images
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from icsd.daemon.journal import SCHEMA_VERSION, FileId, Journal, State
 from icsd.errors import SettingsError, TransientError
-from icsd.journal import SCHEMA_VERSION, FileId, Journal, State
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -291,7 +291,7 @@ def test_state_survives_reopen(db_path: Path) -> None:
 _BURST_WRITER = """
     import sys
     from pathlib import Path
-    from icsd.journal import FileId, Journal
+    from icsd.daemon.journal import FileId, Journal
     j = Journal(Path(sys.argv[1]))
     i = 0
     while True:
@@ -374,7 +374,7 @@ def test_killed_inside_a_transaction_changes_nothing(db_path: Path) -> None:
 _DAEMON = """
     import sys
     from pathlib import Path
-    from icsd.journal import FileId, Journal
+    from icsd.daemon.journal import FileId, Journal
     n = int(sys.argv[2])
     with Journal(Path(sys.argv[1])) as j:
         print("open", flush=True)
@@ -415,7 +415,7 @@ def test_status_reader_runs_alongside_a_writing_daemon(db_path: Path) -> None:
 _STATUS = """
     import json, sys
     from pathlib import Path
-    from icsd.journal import Journal
+    from icsd.daemon.journal import Journal
     with Journal.open_readonly(Path(sys.argv[1])) as ro:
         print(json.dumps({str(k): v for k, v in ro.counts().items()}))
 """

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from icsd.quantize import Quantized, compiled, quantize
-from icsd.quantize import kmeans as kmeans_module
-from icsd.quantize.bins import Bins, binned, coarsened, refined
-from icsd.quantize.histogram import histogram
-from icsd.quantize.lloyd import lloyd
-from icsd.quantize.nearest import nearest
+from icsd.core.quantization import Quantized, compiled, quantize
+from icsd.core.quantization import kmeans as kmeans_module
+from icsd.core.quantization.bins import Bins, binned, coarsened, refined
+from icsd.core.quantization.histogram import histogram
+from icsd.core.quantization.lloyd import lloyd
+from icsd.core.quantization.nearest import nearest
 
 
 def _mse(q: Quantized, pixels: np.ndarray) -> float:
@@ -286,7 +286,7 @@ def test_nearest_pixels_breaks_exact_ties_towards_the_lowest_index() -> None:
 
 @needs_compiled
 def test_pixel_kernels_reject_bad_arguments() -> None:
-    from icsd.quantize import _pixels
+    from icsd.core.quantization import _pixels
 
     pixels = np.zeros((4, 4, 3), dtype=np.uint8)
     out = np.empty(16, dtype=np.uint8)
@@ -323,7 +323,7 @@ def test_small_k_never_sorts_the_pixels(
     is not computed, and every pixel still gets its exact nearest palette entry. K = 64 k-means needs it."""
     import sys
 
-    histogram_module = sys.modules["icsd.quantize.histogram"]
+    histogram_module = sys.modules["icsd.core.quantization.histogram"]
     sorts: list[int] = []
     real = histogram_module._rgb_histogram
     monkeypatch.setattr(histogram_module, "_rgb_histogram", lambda px: sorts.append(px.size) or real(px))

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from icsd.daemon.logs import log_event, setup_logging
 from icsd.errors import SettingsError
-from icsd.logs import log_event, setup_logging
 
 PROGRESS = {
     "name": "cats/photo.jpg",
@@ -54,13 +54,13 @@ def lines(stream: io.StringIO) -> list[str]:
 def test_json_lines_carry_fields():
     out = io.StringIO()
     setup_logging("INFO", "json", stream=out)
-    log = logging.getLogger("icsd.service")
+    log = logging.getLogger("icsd.daemon.service")
     log_event(log, logging.INFO, "compressed cats/photo.jpg", **PROGRESS)
     log.debug("hidden at INFO")
     [line] = lines(out)
     obj = json.loads(line)
     assert obj["level"] == "INFO"
-    assert obj["logger"] == "icsd.service"
+    assert obj["logger"] == "icsd.daemon.service"
     assert obj["message"] == "compressed cats/photo.jpg"
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", obj["ts"])
     for key, value in PROGRESS.items():
@@ -87,9 +87,9 @@ def test_text_format_with_timestamp():
     out = io.StringIO()
     setup_logging("info", "text", stream=out)
     logging.getLogger("icsd").info("watching %s", "/srv/icsd")
-    logging.getLogger("icsd.journal").warning("retrying")
+    logging.getLogger("icsd.daemon.journal").warning("retrying")
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d INFO  icsd: watching /srv/icsd", lines(out)[0])
-    assert lines(out)[1].endswith(" WARNING icsd.journal: retrying")
+    assert lines(out)[1].endswith(" WARNING icsd.daemon.journal: retrying")
 
 
 def test_journal_stream_drops_timestamp_and_adds_priority(monkeypatch):
@@ -177,7 +177,7 @@ def test_a_text_line_cannot_be_split_or_forged_by_a_file_name() -> None:
 
 
 def test_one_line_escapes_every_kind_of_line_break_and_terminal_control() -> None:
-    from icsd.logs import one_line
+    from icsd.daemon.logs import one_line
 
     text = "a\nb\rc\x1b[2Kd\x7fe\x85f\x9bg\u2028h\u2029i\tj é 東京"
     assert one_line(text) == "a\\nb\\rc\\x1b[2Kd\\x7fe\\x85f\\x9bg\\u2028h\\u2029i\tj é 東京"

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from icsd.daemon.metrics import Metrics, NullMetrics, create_metrics
 from icsd.errors import SettingsError
-from icsd.metrics import Metrics, NullMetrics, create_metrics
 
 pytest.importorskip("prometheus_client")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from icsd.journal import Journal
+from icsd.daemon.journal import Journal
 from tests.harness import clean_env, sample_image, write_image
 
 

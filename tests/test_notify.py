@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from icsd.notify import Notifier, WatchdogPinger
+from icsd.daemon.notify import Notifier, WatchdogPinger
 
 
 class Receiver:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from icsd.output import (
+from icsd.daemon.output import (
     NAME_MAX,
     TEMP_PREFIX,
     free_name,
@@ -90,7 +90,7 @@ def test_write_atomic_failure_leaves_old_file_and_no_temp(tmp_path: Path) -> Non
     code = (
         "import resource, signal, sys\n"
         "from pathlib import Path\n"
-        "from icsd.output import write_atomic\n"
+        "from icsd.daemon.output import write_atomic\n"
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))\n"
         "try:\n"
@@ -166,7 +166,7 @@ def test_numbered_names_at_the_length_limit_keep_their_number_in_their_reports(t
 
 
 def test_free_name_gives_up_instead_of_looping(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("icsd.output.MAX_NUMBERED", 3)
+    monkeypatch.setattr("icsd.daemon.output.MAX_NUMBERED", 3)
     for name in ("a.jpg", "a.2.jpg", "a.3.jpg"):
         (tmp_path / name).write_bytes(b"x")
     with pytest.raises(FileExistsError, match=r"3 files named like a\.jpg"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from icsd.progress import Tally, image_fields, image_line
+from icsd.daemon.progress import Tally, image_fields, image_line
 
 
 @pytest.mark.parametrize(("colors", "words"), [(1, "1 colour"), (2, "2 colours"), (16, "16 colours")])

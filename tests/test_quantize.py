@@ -1,4 +1,4 @@
-"""Tests for icsd.quantize: hand-computed toys, edge shapes, cross-checks with scikit-learn, bad input."""
+"""Tests for icsd.core.quantization: hand-computed toys, edge shapes, cross-checks with scikit-learn, bad input."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ import pytest
 from PIL import Image
 from sklearn.cluster import KMeans
 
-from icsd.errors import SettingsError
-from icsd.quantize import Quantized, compiled, quantize
-from icsd.quantize.histogram import histogram
-from icsd.quantize.kmeans1d import optimal_kmeans_1d
-from icsd.quantize.nearest import nearest
-from icsd.quantize.split import split_init
+from icsd.core.errors import ParameterError
+from icsd.core.quantization import Quantized, compiled, quantize
+from icsd.core.quantization.histogram import histogram
+from icsd.core.quantization.kmeans1d import optimal_kmeans_1d
+from icsd.core.quantization.nearest import nearest
+from icsd.core.quantization.split import split_init
 
 STRATEGIES = ["kmeans", "sklearn-kmeans", "sklearn-minibatch"]
 
@@ -290,29 +290,29 @@ def test_bad_pixels_raise_value_error(pixels: np.ndarray, message: str) -> None:
 
 @pytest.mark.parametrize("colors", [1, 257, 0, 2.5, True])
 def test_bad_colour_count_raises_settings_error(colors: object) -> None:
-    with pytest.raises(SettingsError, match="colors must be"):
+    with pytest.raises(ParameterError, match="colors must be"):
         quantize(np.zeros((2, 2, 3), dtype=np.uint8), colors)  # type: ignore[arg-type]
 
 
 def test_unknown_strategy_raises_settings_error() -> None:
-    with pytest.raises(SettingsError, match="unknown strategy"):
+    with pytest.raises(ParameterError, match="unknown strategy"):
         quantize(np.zeros((2, 2, 3), dtype=np.uint8), 16, "octree")
 
 
 @pytest.mark.parametrize("name", ["size-only", "SO"])
 def test_size_only_does_no_clustering(name: str) -> None:
-    with pytest.raises(SettingsError, match=r"size-only.*no colour clustering"):
+    with pytest.raises(ParameterError, match=r"size-only.*no colour clustering"):
         quantize(np.zeros((2, 2, 3), dtype=np.uint8), 16, name)
 
 
 def test_import_pulls_in_no_shell_modules() -> None:
-    code = "import sys, icsd.quantize; print(any(m in sys.modules for m in ('watchdog', 'pydantic_settings')))"
+    code = "import sys, icsd.core.quantization; print(any(m in sys.modules for m in ('watchdog', 'pydantic_settings')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 
 
 def test_worker_core_imports_no_scipy_or_sklearn() -> None:
     """Every pool worker imports the core: SciPy (~0.2 s) and scikit-learn (~1 s) load on first use only."""
-    code = "import sys, icsd.compress; print(sorted({m.split('.')[0] for m in sys.modules} & {'scipy', 'sklearn'}))"
+    code = "import sys, icsd.core.pipeline; print(sorted({m.split('.')[0] for m in sys.modules} & {'scipy','sklearn'}))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

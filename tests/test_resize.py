@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from icsd.params import CompressParams, Resample
-from icsd.resize import DRAFT_GAP, crop_box, downsample, draft_size, stride_indices, target_size
+from icsd.core.params import CompressParams, Resample
+from icsd.core.resize import DRAFT_GAP, crop_box, downsample, draft_size, stride_indices, target_size
 from tests.images import gradient, sample_array
 
 

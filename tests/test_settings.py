@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from icsd.core.params import Resample, Strategy
 from icsd.errors import SettingsError
-from icsd.params import Resample, Strategy
 from icsd.settings import Settings, load_settings, unknown_env_warnings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from icsd.errors import ImageError, SettingsError
-from icsd.inputs import IMAGE_SUFFIXES, is_candidate_name, read_regular, remote_fs_type
-from icsd.watcher import Watcher
+from icsd.daemon.inputs import IMAGE_SUFFIXES, is_candidate_name, read_regular, remote_fs_type
+from icsd.daemon.watcher import Watcher
+from icsd.errors import InputError, SettingsError
 
 STABLE = 0.25  # quiet period used throughout: short enough for a fast suite, long enough for the OS
 SETTLE = 2 * STABLE + 0.3  # how long "nothing more happens" is watched for
@@ -207,10 +207,10 @@ def test_read_regular_refuses_links_and_fifos(tmp_path: Path) -> None:
     data, st = read_regular(real)
     assert data == b"abc" and st.st_size == 3
     (tmp_path / "link.jpg").symlink_to(real)
-    with pytest.raises(ImageError, match="symlink"):
+    with pytest.raises(InputError, match="symlink"):
         read_regular(tmp_path / "link.jpg")
     os.mkfifo(tmp_path / "pipe.jpg")
-    with pytest.raises(ImageError, match="not a regular file"):
+    with pytest.raises(InputError, match="not a regular file"):
         read_regular(tmp_path / "pipe.jpg")  # returns at once: O_NONBLOCK, no writer needed
 
 

@@ -35,13 +35,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from icsd.quantize import compiled
-from icsd.quantize.bins import Bins, binned, coarsened, refined, with_inverse
-from icsd.quantize.histogram import BIN_BITS, Histogram
-from icsd.quantize.kmeans1d import optimal_kmeans_1d
-from icsd.quantize.lloyd import MAX_ITER, RELAX, Partition, assign_rounded, inherit, lloyd
-from icsd.quantize.nearest import round_and_assign
-from icsd.quantize.split import split_init
+from icsd.core.quantization import compiled
+from icsd.core.quantization.bins import Bins, binned, coarsened, refined, with_inverse
+from icsd.core.quantization.histogram import BIN_BITS, Histogram
+from icsd.core.quantization.kmeans1d import optimal_kmeans_1d
+from icsd.core.quantization.lloyd import MAX_ITER, RELAX, Partition, assign_rounded, inherit, lloyd
+from icsd.core.quantization.nearest import round_and_assign
+from icsd.core.quantization.split import split_init
 
 __all__ = ["weighted_kmeans", "numpy_kmeans", "compiled_kmeans"]
 

@@ -21,7 +21,7 @@ import math
 import numpy as np
 from PIL import Image
 
-from icsd.params import CompressParams, Resample
+from icsd.core.params import CompressParams, Resample
 
 __all__ = ["DRAFT_GAP", "crop_box", "downsample", "draft_size", "stride_indices", "target_size"]
 

@@ -2,7 +2,7 @@
 
 Public, stable API (the benchmark and users import it):
 
-    icsd.quantize(pixels, colors, strategy="kmeans", seed=0) -> Quantized
+    icsd.core.quantization(pixels, colors, strategy="kmeans", seed=0) -> Quantized
 
 `pixels` is an (H, W, 3) RGB or (H, W) grayscale uint8 array. Strategies are looked up by
 name in a registry; the original system's abbreviations (MKM, FKM, MBKM) are accepted.
@@ -19,11 +19,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from icsd.errors import SettingsError
-from icsd.params import Strategy
-from icsd.quantize import compiled
-from icsd.quantize.histogram import histogram
-from icsd.quantize.registry import lookup
+from icsd.core.errors import ParameterError, ParameterTypeError
+from icsd.core.params import Strategy
+from icsd.core.quantization import compiled
+from icsd.core.quantization.histogram import histogram
+from icsd.core.quantization.registry import lookup
 
 __all__ = ["Quantized", "quantize"]
 
@@ -46,7 +46,7 @@ class Quantized:
 
 def quantize(pixels: np.ndarray, colors: int, strategy: str | Strategy = "kmeans", seed: int = 0) -> Quantized:
     """Reduce `pixels` to at most `colors` colours with the named strategy, deterministically for `seed`."""
-    fit = lookup(strategy)  # SettingsError for unknown names and size-only
+    fit = lookup(strategy)  # ParameterError for unknown names and size-only
     _validate(pixels, colors)
     hist = histogram(pixels)
     if hist.at_most(colors):  # nothing to cluster: keep every colour exactly
@@ -67,9 +67,9 @@ def quantize(pixels: np.ndarray, colors: int, strategy: str | Strategy = "kmeans
 def _validate(pixels: np.ndarray, colors: int) -> None:
     """Check the public inputs once; the kernels behind this assume them valid."""
     if isinstance(colors, bool) or not isinstance(colors, int | np.integer):
-        raise SettingsError(f"colors must be an integer between 2 and 256, got {colors!r}")
+        raise ParameterTypeError("colors", f"colors must be an integer between 2 and 256, got {colors!r}")
     if not 2 <= colors <= 256:
-        raise SettingsError(f"colors must be between 2 and 256, got {colors}")
+        raise ParameterError("colors", f"colors must be between 2 and 256, got {colors}")
     if not isinstance(pixels, np.ndarray):
         raise ValueError(f"pixels must be a NumPy array, got {type(pixels).__name__}")
     if pixels.dtype != np.uint8:

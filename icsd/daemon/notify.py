@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 
 __all__ = ["Notifier", "WatchdogPinger"]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("icsd.notify")
 
 
 class Notifier:

@@ -1,6 +1,6 @@
 /* Compiled passes over the pixels of an RGB image, so that small-K quantization never needs the exact colour
  * histogram (a sort of every pixel): the binned colour histogram read straight from the pixels, and the exact
- * nearest palette entry of every pixel. The Python side is icsd/quantize/compiled.py.
+ * nearest palette entry of every pixel. The Python side is icsd/core/quantization/compiled.py.
  *
  * bin_pixels: one pass, each pixel adds itself to a dense table of 2^(3 bits) cubes (count and channel sums,
  *   uint32: exact below 2^24 pixels, which the caller guarantees); a bitmap of touched cubes lets the output
@@ -319,7 +319,7 @@ done:
 }
 
 static PyMethodDef methods[] = {
-    {"bin_pixels", bin_pixels, METH_VARARGS, "Binned colour histogram of RGB pixels (see icsd/quantize/compiled.py)."},
+    {"bin_pixels", bin_pixels, METH_VARARGS, "Binned colour histogram of RGB pixels (see icsd/core/quantization/compiled.py)."},
     {"nearest_pixels", nearest_pixels, METH_VARARGS, "Exact nearest palette entry per pixel (see compiled.py)."},
     {"used_entries", used_entries, METH_VARARGS, "Which palette entries some pixel uses (see compiled.py)."},
     {NULL, NULL, 0, NULL},

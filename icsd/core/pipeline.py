@@ -2,8 +2,8 @@
 
     decode (reduced JPEG DCT scale when allowed) -> orient -> downsample -> quantize -> palette PNG
 
-`compress` raises `ImageError` subclasses for bad input; `icsd.jobs.compress_job` is what executors run
-in worker processes (it never raises for a bad image). `Result` lives in `icsd.jobs`, which the daemon
+`compress` raises `ImageError` subclasses for bad input; `icsd.core.jobs.compress_job` is what executors run
+in worker processes (it never raises for a bad image). `Result` lives in `icsd.core.jobs`, which the daemon
 imports without loading this module's NumPy/Pillow stack.
 """
 
@@ -15,11 +15,11 @@ from functools import partial
 import numpy as np
 from PIL import Image
 
-from icsd.codec import decode, encode_palette_png, encode_png
-from icsd.jobs import Result
-from icsd.params import CompressParams, Strategy
-from icsd.quantize import quantize
-from icsd.resize import downsample, draft_size
+from icsd.core.codec import decode, encode_palette_png, encode_png
+from icsd.core.jobs import Result
+from icsd.core.params import CompressParams, Strategy
+from icsd.core.quantization import quantize
+from icsd.core.resize import downsample, draft_size
 
 __all__ = ["Result", "compress"]
 

@@ -15,7 +15,7 @@ import stat
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
-from icsd.errors import ImageError
+from icsd.errors import InputError
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -32,7 +32,7 @@ __all__ = [
     "walk_candidates",
 ]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("icsd.inputs")
 
 # fmt: off
 IMAGE_SUFFIXES = frozenset({
@@ -92,12 +92,12 @@ def read_regular(path: Path) -> tuple[bytes, os.stat_result]:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise ImageError(f"{path} is a symlink; icsd never follows links in the input folder") from exc
+            raise InputError(f"{path} is a symlink; icsd never follows links in the input folder") from exc
         raise
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise ImageError(f"{path} is not a regular file; icsd only reads regular files")
+            raise InputError(f"{path} is not a regular file; icsd only reads regular files")
         return f.read(), st
 
 

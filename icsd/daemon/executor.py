@@ -21,10 +21,9 @@ from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event as EventType
 from typing import Protocol
 
+from icsd.core import CompressParams, JobOutcome, compress_job
+from icsd.daemon.fork_server import start_worker_server
 from icsd.errors import SettingsError
-from icsd.jobs import JobOutcome, compress_job
-from icsd.params import CompressParams
-from icsd.worker_server import start_worker_server
 
 __all__ = ["NOT_STARTED", "STOP_SECONDS", "WORKER_DIED", "Executor", "ProcessExecutor", "create_executor"]
 
@@ -196,7 +195,7 @@ def create_executor(kind: str, *, workers: int, scheduler: str = "local") -> Exe
         return ProcessExecutor(workers)
     if kind == "dask":
         try:
-            from icsd.executor_dask import DaskExecutor
+            from icsd.daemon.executor_dask import DaskExecutor
         except ImportError as exc:
             raise SettingsError(
                 f"ICSD_EXECUTOR=dask needs the dask extra: pip install 'icsd[dask]' ({exc})"
@@ -208,7 +207,7 @@ def create_executor(kind: str, *, workers: int, scheduler: str = "local") -> Exe
 def _ready() -> None:
     """A pool's probe: submitting it starts a worker, running it proves the worker can load the image stack
     (preloaded by the fork server, so normally a no-op; the server ignores a preload that fails)."""
-    import icsd.compress  # noqa: F401
+    from icsd.core import compress  # noqa: F401
 
 
 _stopping: EventType | None = None  # in a worker: the executor's stop_starting event

@@ -17,9 +17,9 @@ import sys
 
 import numpy as np
 
-from icsd.quantize import compiled
-from icsd.quantize.bins import Bins, binned
-from icsd.quantize.nearest import nearest
+from icsd.core.quantization import compiled
+from icsd.core.quantization.bins import Bins, binned
+from icsd.core.quantization.nearest import nearest
 
 __all__ = ["BIN_BITS", "Histogram", "histogram"]
 

@@ -26,10 +26,10 @@ __all__ = [
 DAEMON_COMMANDS = ("run", "batch")
 
 # What the server imports once, so every worker starts with it: the image stack, and what unpickling a
-# worker needs (the pool's worker loop and our initializer, in icsd.executor). Measured with -X importtime:
-# before icsd.executor was here, each worker imported ~25-35 ms of it (and of icsd.cli, which the launching
+# worker needs (the pool's worker loop and our initializer, in icsd.daemon.executor). Measured with -X importtime:
+# before icsd.daemon.executor was here, each worker imported ~25-35 ms of it (and of icsd.cli, which the launching
 # script imported: multiprocessing reruns that script in every child) before its first image.
-WORKER_PRELOAD = ["icsd.executor", "icsd.compress", "threadpoolctl"]
+WORKER_PRELOAD = ["icsd.daemon.executor", "icsd.core.pipeline", "threadpoolctl"]
 
 # One thread per native thread pool from the server's start, so workers never oversubscribe the cores.
 # Set before NumPy loads: OpenBLAS otherwise starts a spinning thread per core at import (measured: the

@@ -1,6 +1,6 @@
 /* Compiled fast path of our weighted k-means over RGB colours: Lloyd iterations with Hamerly-style bounds and
  * neighbour-sorted candidate scans, plus the exact nearest-centre assignment. The Python side is
- * icsd/quantize/compiled.py; the NumPy kernels (icsd/quantize/lloyd.py) stay the reference and the fallback.
+ * icsd/core/quantization/compiled.py; the NumPy kernels (icsd/core/quantization/lloyd.py) stay the reference and the fallback.
  *
  * Why C: in NumPy every Lloyd iteration is a dozen array passes and temporaries, however few points need
  * work; here an iteration touches each point once (two bound updates and a compare) and computes distances
@@ -742,9 +742,9 @@ done:
 }
 
 static PyMethodDef methods[] = {
-    {"lloyd", lloyd, METH_VARARGS, "Weighted Lloyd k-means over RGB points (see icsd/quantize/compiled.py)."},
-    {"assign", assign, METH_VARARGS, "Exact nearest-centre labels (see icsd/quantize/compiled.py)."},
-    {"split", split, METH_VARARGS, "Seeding by greedy binary splitting (see icsd/quantize/compiled.py)."},
+    {"lloyd", lloyd, METH_VARARGS, "Weighted Lloyd k-means over RGB points (see icsd/core/quantization/compiled.py)."},
+    {"assign", assign, METH_VARARGS, "Exact nearest-centre labels (see icsd/core/quantization/compiled.py)."},
+    {"split", split, METH_VARARGS, "Seeding by greedy binary splitting (see icsd/core/quantization/compiled.py)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -9,7 +9,7 @@ import enum
 import math
 from dataclasses import dataclass
 
-from icsd.errors import SettingsError
+from icsd.core.errors import ParameterError
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -41,7 +41,7 @@ class Strategy(enum.StrEnum):
         found = _STRATEGY_ALIASES.get(key)
         if found is None:
             allowed = ", ".join(f"{s.value} ({a})" for a, s in _ABBREVIATIONS.items())
-            raise SettingsError(f"unknown strategy {name!r}: use one of {allowed}")
+            raise ParameterError("strategy", f"unknown strategy {name!r}: use one of {allowed}")
         return found
 
 
@@ -68,7 +68,7 @@ class Resample(enum.StrEnum):
             return cls(str(name).strip().lower())
         except ValueError:
             allowed = ", ".join(r.value for r in cls)
-            raise SettingsError(f"unknown resample {name!r}: use one of {allowed}") from None
+            raise ParameterError("resample", f"unknown resample {name!r}: use one of {allowed}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,20 +94,20 @@ class CompressParams:
         object.__setattr__(self, "strategy", Strategy.parse(self.strategy))
         object.__setattr__(self, "resample", Resample.parse(self.resample))
         if not 2 <= self.colors <= 256:
-            raise SettingsError(f"colors must be between 2 and 256, got {self.colors}")
+            raise ParameterError("colors", f"colors must be between 2 and 256, got {self.colors}")
         if not (self.scale >= 1 and math.isfinite(self.scale)):  # inf would make every image 1x1
-            raise SettingsError(f"scale must be a finite downsampling factor >= 1, got {self.scale}")
+            raise ParameterError("scale", f"scale must be a finite downsampling factor >= 1, got {self.scale}")
         if self.resample is Resample.STRIDE and self.scale != int(self.scale):
-            raise SettingsError(f"resample 'stride' needs a whole-number scale, got {self.scale}")
+            raise ParameterError("resample", f"resample 'stride' needs a whole-number scale, got {self.scale}")
         for name in ("max_size", "size"):
             value = getattr(self, name)
             if value is not None and (len(value) != 2 or min(value) < 1):
-                raise SettingsError(f"{name} must be two positive integers WIDTHxHEIGHT, got {value}")
+                raise ParameterError(name, f"{name} must be two positive integers WIDTHxHEIGHT, got {value}")
         if self.max_pixels < 1:
-            raise SettingsError(f"max_pixels must be positive, got {self.max_pixels}")
+            raise ParameterError("max_pixels", f"max_pixels must be positive, got {self.max_pixels}")
         if self.size is not None and self.size[0] * self.size[1] > self.max_pixels:
             # `size` is the only rule that can upsample: uncapped, one typo allocates tens of GB.
-            raise SettingsError(f"size {self.size} has more pixels than max_pixels ({self.max_pixels})")
+            raise ParameterError("size", f"size {self.size} has more pixels than max_pixels ({self.max_pixels})")
 
 
 def parse_size(text: str, *, setting: str) -> tuple[int, int]:
@@ -115,11 +115,13 @@ def parse_size(text: str, *, setting: str) -> tuple[int, int]:
     parts = text.lower().replace(" ", "").split("x")
     if len(parts) == 2 and all(p.isdigit() and int(p) > 0 for p in parts):
         return int(parts[0]), int(parts[1])
-    raise SettingsError(f"{setting} must look like WIDTHxHEIGHT with positive integers (e.g. 224x224), got {text!r}")
+    raise ParameterError(
+        setting, f"{setting} must look like WIDTHxHEIGHT with positive integers (e.g. 224x224), got {text!r}"
+    )
 
 
 def colors_from_bits(bits: int, *, setting: str = "bits") -> int:
     """K = 2**bits for bits in 1..8."""
     if not 1 <= bits <= 8:
-        raise SettingsError(f"{setting} must be between 1 and 8, got {bits}")
+        raise ParameterError(setting, f"{setting} must be between 1 and 8, got {bits}")
     return 2**bits

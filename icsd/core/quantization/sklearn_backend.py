@@ -27,11 +27,11 @@ from __future__ import annotations
 import numpy as np
 from sklearn.cluster import KMeans, MiniBatchKMeans
 
-from icsd.quantize import compiled
-from icsd.quantize.histogram import Histogram
-from icsd.quantize.kmeans import COMPILED_TOL
-from icsd.quantize.lloyd import MAX_ITER, RELAX
-from icsd.quantize.nearest import round_and_assign
+from icsd.core.quantization import compiled
+from icsd.core.quantization.histogram import Histogram
+from icsd.core.quantization.kmeans import COMPILED_TOL
+from icsd.core.quantization.lloyd import MAX_ITER, RELAX
+from icsd.core.quantization.nearest import round_and_assign
 
 __all__ = ["sklearn_kmeans", "sklearn_minibatch", "N_INIT", "MINIBATCH_SIZE", "REFINE_ITER"]
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SECONDS_BUCKETS", "Metrics", "NullMetrics", "create_metrics"]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("icsd.metrics")
 
 # One image takes ~10 ms (tiny, size-only) to tens of seconds (big photo, sklearn k-means).
 SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0)

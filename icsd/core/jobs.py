@@ -3,7 +3,7 @@
 A job is `compress_job(data, params) -> JobOutcome`: encoded bytes and a frozen params object in, encoded
 PNG bytes and stats out, no filesystem. The daemon process only ever handles these small dataclasses, so
 it never imports NumPy, Pillow or the quantizers (~0.15 s of start-up it would pay before the first image):
-those are loaded in the workers, which import `icsd.compress` on their first job (the process pool's fork
+those are loaded in the workers, which import `icsd.core.pipeline` on their first job (the process pool's fork
 server preloads it).
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from icsd.errors import IcsdError, ImageError
-from icsd.params import CompressParams, Strategy
+from icsd.core.errors import CoreError, ImageError
+from icsd.core.params import CompressParams, Strategy
 
 __all__ = ["JobOutcome", "Result", "compress_job"]
 
@@ -45,19 +45,19 @@ class JobOutcome:
 
 
 def compress_job(data: bytes, params: CompressParams) -> JobOutcome:
-    """Run `icsd.compress.compress`, turning every failure into an outcome (never raises for a bad image).
+    """Run `icsd.core.pipeline.compress`, turning every failure into an outcome (never raises for a bad image).
 
     ImageError -> permanent (but TruncatedImageError: transient); MemoryError -> transient (another time, with
-    fewer jobs in flight, it may fit); other IcsdErrors by their own `permanent` flag; anything else is a bug ->
+    fewer jobs in flight, it may fit); other CoreErrors by their own `permanent` flag; anything else is a bug ->
     permanent, with "internal error: <type>: <message>" so the file is set aside instead of retried forever.
     """
-    from icsd.compress import compress  # the image stack: loaded where jobs run, never by the daemon
+    from icsd.core.pipeline import compress  # the image stack: loaded where jobs run, never by the daemon
 
     try:
         return JobOutcome(result=compress(data, params), error=None, permanent=False)
     except ImageError as exc:  # permanent, except a truncated file that may still be arriving
         return JobOutcome(result=None, error=exc.message, permanent=exc.permanent)
-    except IcsdError as exc:
+    except CoreError as exc:
         return JobOutcome(result=None, error=exc.message, permanent=exc.permanent)
     except MemoryError:
         return JobOutcome(result=None, error="out of memory while compressing; will retry", permanent=False)

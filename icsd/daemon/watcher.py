@@ -25,12 +25,12 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserverVFS
 from watchdog.utils import UnsupportedLibcError
 
+from icsd.daemon.inputs import is_candidate_name, remote_fs_type, unusable_reason, walk_candidates
 from icsd.errors import SettingsError
-from icsd.inputs import is_candidate_name, remote_fs_type, unusable_reason, walk_candidates
 
 __all__ = ["Watcher"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("icsd.watcher")
 
 
 _Key = tuple[int, int, int]  # (size, mtime_ns, inode): a change in any of them is a new version of the file

@@ -65,7 +65,7 @@ def log_event(logger: logging.Logger, level: int, message: str, **fields: Any) -
 
 
 class TextFormatter(logging.Formatter):
-    """`2026-11-21 08:30:01 INFO  icsd.service: message`; no timestamp when writing to the journal."""
+    """`2026-11-21 08:30:01 INFO  icsd.daemon.service: message`; no timestamp when writing to the journal."""
 
     def __init__(self, *, journal: bool = False) -> None:
         fmt = _TEXT_FORMAT if journal else "%(asctime)s " + _TEXT_FORMAT

@@ -23,9 +23,8 @@ from distributed import Client, KilledWorker, LocalCluster, WorkerPlugin
 from distributed import Future as DaskFuture
 from distributed.comm import get_address_host_port, parse_address
 
+from icsd.core import CompressParams, JobOutcome, compress_job
 from icsd.errors import SettingsError, TransientError
-from icsd.jobs import JobOutcome, compress_job
-from icsd.params import CompressParams
 
 __all__ = ["CONNECT_TIMEOUT", "GATHER_TIMEOUT", "RECONNECT_PAUSE", "RECONNECT_TIMEOUT", "DaskExecutor"]
 

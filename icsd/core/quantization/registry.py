@@ -13,10 +13,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from icsd.errors import SettingsError
-from icsd.params import Strategy
-from icsd.quantize.histogram import Histogram
-from icsd.quantize.kmeans import weighted_kmeans
+from icsd.core.errors import ParameterError
+from icsd.core.params import Strategy
+from icsd.core.quantization.histogram import Histogram
+from icsd.core.quantization.kmeans import weighted_kmeans
 
 __all__ = ["StrategyFn", "register", "lookup"]
 
@@ -32,15 +32,16 @@ def register(strategy: Strategy, fn: StrategyFn) -> None:
 
 
 def lookup(name: str | Strategy) -> StrategyFn:
-    """The function for a strategy name or alias; SettingsError for size-only or unknown names."""
+    """The function for a strategy name or alias; ParameterError for size-only or unknown names."""
     strategy = Strategy.parse(name)
     fn = _REGISTRY.get(strategy)
     if fn is None:
         if strategy is Strategy.SIZE_ONLY:
-            raise SettingsError(
+            raise ParameterError(
+                "strategy",
                 "strategy 'size-only' does no colour clustering: it only resizes, so there is nothing to quantize"
             )
-        raise SettingsError(f"strategy {strategy.value!r} has no quantizer")
+        raise ParameterError("strategy", f"strategy {strategy.value!r} has no quantizer")
     return fn
 
 
@@ -48,7 +49,7 @@ def _sklearn(name: str) -> StrategyFn:
     """Import scikit-learn on first use: it costs ~1 s of start-up in every worker that never needs it."""
 
     def run(hist: Histogram, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        from icsd.quantize import sklearn_backend
+        from icsd.core.quantization import sklearn_backend
 
         return getattr(sklearn_backend, name)(hist, k, seed)
 

@@ -14,7 +14,7 @@ from types import ModuleType
 
 import numpy as np
 
-from icsd.quantize.bins import Bins, _moments, _unpack
+from icsd.core.quantization.bins import Bins, _moments, _unpack
 
 __all__ = [
     "AVAILABLE", "lloyd", "assign", "split", "round_and_assign", "pixel_bins", "nearest_pixels", "used_entries"
@@ -28,7 +28,7 @@ def _load() -> tuple[ModuleType, ModuleType] | tuple[None, None]:
     if os.environ.get("ICSD_PURE_NUMPY", "") not in ("", "0"):
         return None, None
     try:
-        from icsd.quantize import _lloyd, _pixels
+        from icsd.core.quantization import _lloyd, _pixels
     except ImportError:
         return None, None
     return _lloyd, _pixels

@@ -23,23 +23,31 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Literal
 
 from icsd import __version__
-from icsd.delivery import Identity, Outputs, StorageFull, StorageGate, Task, UnsafePathError, identity_of, replaced
-from icsd.errors import EX_SOFTWARE, IcsdError, ImageError, TransientError
-from icsd.executor import NOT_STARTED, WORKER_DIED, Executor, create_executor
-from icsd.inputs import printable, read_regular, scan_tree
-from icsd.jobs import JobOutcome, Result
-from icsd.journal import FileId, Journal, content_digest
-from icsd.metrics import Metrics, NullMetrics, create_metrics
-from icsd.notify import Notifier, WatchdogPinger
-from icsd.output import output_name, output_names, remove_stray_temps
-from icsd.params import CompressParams
-from icsd.progress import Tally, human_duration, image_fields, image_line
+from icsd.core import CompressParams, JobOutcome, Result
+from icsd.daemon.delivery import (
+    Identity,
+    Outputs,
+    StorageFull,
+    StorageGate,
+    Task,
+    UnsafePathError,
+    identity_of,
+    replaced,
+)
+from icsd.daemon.executor import NOT_STARTED, WORKER_DIED, Executor, create_executor
+from icsd.daemon.inputs import printable, read_regular, scan_tree
+from icsd.daemon.journal import FileId, Journal, content_digest
+from icsd.daemon.metrics import Metrics, NullMetrics, create_metrics
+from icsd.daemon.notify import Notifier, WatchdogPinger
+from icsd.daemon.output import output_name, output_names, remove_stray_temps
+from icsd.daemon.progress import Tally, human_duration, image_fields, image_line
+from icsd.errors import EX_SOFTWARE, IcsdError, InputError, TransientError
 from icsd.settings import Settings
 
 __all__ = ["Service", "RunOutcome"]
 
 if TYPE_CHECKING:
-    from icsd.watcher import Watcher
+    from icsd.daemon.watcher import Watcher
 
 log = logging.getLogger("icsd")
 
@@ -243,7 +251,7 @@ class Service:
         except FileNotFoundError:
             log.debug("%s vanished before it was read", rel)
             return
-        except ImageError as exc:
+        except InputError as exc:
             log.warning("%s: %s", rel, exc.message)
             return
         except OSError as exc:
@@ -450,7 +458,7 @@ class Service:
                 ready(path)
             self._scan_done.set()
             return None
-        from icsd.watcher import Watcher
+        from icsd.daemon.watcher import Watcher
 
         watcher = Watcher(
             self.input_root,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from icsd import __version__
-from icsd.output import free_name, move_durably, write_atomic, write_failure
+from icsd.daemon.output import free_name, move_durably, write_atomic, write_failure
 
 __all__ = [
     "DISK_FULL",

@@ -5,7 +5,7 @@ Decoding rules (the contract the rest of the pipeline relies on):
 - Size guard first: the dimensions are read from the header and checked against `max_pixels` before any
   pixel is decoded. Pillow's own decompression-bomb check is handled here, locally: its warning (above
   `Image.MAX_IMAGE_PIXELS`) is silenced because our limit applies instead; its hard error (above twice
-  that, 179 MP by default) becomes `ImageTooLargeError`. That error is a ceiling `ICSD_MAX_PIXELS`
+  that, 179 MP by default) becomes `ImageTooLargeError`. That error is a ceiling `max_pixels`
   cannot lift: we never change Pillow's global limit.
 - Every decoding failure becomes a one-line `DecodeError`; truncated files are errors, never padded.
 - Animated GIF/WebP/PNG and multi-page TIFF: the first frame only.
@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import ExifTags, Image, JpegImagePlugin, UnidentifiedImageError
 
-from icsd.errors import DecodeError, IcsdError, ImageTooLargeError, TruncatedImageError
-from icsd.indexed_png import encode_indexed_png
+from icsd.core.errors import CoreError, DecodeError, ImageTooLargeError, TruncatedImageError
+from icsd.core.png import encode_indexed_png
 
 # Register the common format plugins (JPEG, PNG, GIF, BMP, PPM) now rather than in the first Image.open:
 # the worker fork server imports this module, so every worker starts with them loaded instead of each
@@ -39,7 +39,7 @@ __all__ = ["PNG_COMPRESS_LEVEL", "Decoded", "decode", "encode_palette_png", "enc
 
 # zlib settings for PNG output, measured on the benchmark's 15 camera JPEGs downsampled 5x (bench/out/camera).
 # Level: 16-colour palette PNGs take 0.21 s in all at level 6 and 0.12 s at 5 for +0.4 % bytes (4: 0.10 s,
-# +1.3 %; 1: 0.07 s, +15 %; 9: 1.4 s, -2.6 %). Palette PNGs: see icsd.indexed_png. Truecolour and grey
+# +1.3 %; 1: 0.07 s, +15 %; 9: 1.4 s, -2.6 %). Palette PNGs: see icsd.core.png. Truecolour and grey
 # (size-only) PNGs go through Pillow's encoder, for its per-row filter choice, with zlib's run-length-only
 # Z_RLE strategy: -1.8/-2.5 % bytes and 2.4x faster than the default strategy on those filtered rows.
 PNG_COMPRESS_LEVEL = 5
@@ -144,7 +144,7 @@ def encode_palette_png(palette: np.ndarray, indices: np.ndarray) -> bytes:
     """An indexed PNG of `palette[indices]`: PLTE of exactly len(palette) entries, smallest bit depth.
 
     `palette` is (K, 3) RGB or (K,) grey, 1 <= K <= 256; `indices` (H, W) values < K. The depth follows the
-    palette length: K <= 2 -> 1 bit, <= 4 -> 2, <= 16 -> 4, else 8 (see icsd.indexed_png). No metadata chunks.
+    palette length: K <= 2 -> 1 bit, <= 4 -> 2, <= 16 -> 4, else 8 (see icsd.core.png). No metadata chunks.
     """
     palette = np.asarray(palette, dtype=np.uint8)
     if palette.ndim == 1:
@@ -191,7 +191,7 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
         raise DecodeError(
             f"truncated or corrupt {kind} file: it starts like a {kind} but its header is unreadable"
         ) from None
-    except (MemoryError, IcsdError):
+    except (MemoryError, CoreError):
         raise
     except Exception as exc:  # plugins raise SyntaxError, struct.error, ValueError, EOFError ... on bad headers
         if _ran_out(exc):
@@ -208,11 +208,11 @@ def _too_large(size: tuple[int, int] | None, max_pixels: int) -> ImageTooLargeEr
     hard = _pillow_limit()
     if hard is not None and width * height > hard:
         if max_pixels < hard:
-            return ImageTooLargeError(f"{what}, above the limit of {max_pixels:,} pixels set by ICSD_MAX_PIXELS")
+            return ImageTooLargeError(f"{what}, above the limit of {max_pixels:,} pixels set by max_pixels")
         return ImageTooLargeError(
-            f"{what}, above Pillow's decompression-bomb limit of {hard:,} pixels, which ICSD_MAX_PIXELS cannot raise"
+            f"{what}, above Pillow's decompression-bomb limit of {hard:,} pixels, which max_pixels cannot raise"
         )
-    return ImageTooLargeError(f"{what}, above the limit of {max_pixels:,} pixels; raise ICSD_MAX_PIXELS to accept it")
+    return ImageTooLargeError(f"{what}, above the limit of {max_pixels:,} pixels; raise max_pixels to accept it")
 
 
 def _pillow_limit() -> int | None:

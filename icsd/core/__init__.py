@@ -1,0 +1,75 @@
+"""The pure core: pixels or encoded bytes in, pixels or PNG bytes and stats out. No files, clock or settings.
+
+Nothing here imports the shell (`icsd.daemon`, `icsd.settings`, `icsd.cli`), watchdog, pydantic, sqlite3 or
+Dask; `tests/test_layers.py` proves it. The shell uses the core only through the names below, which load
+lazily: the daemon's coordinator takes `CompressParams`, `Result` and `compress_job` without paying for
+NumPy, Pillow or the quantizers, which only its workers import.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "CompressParams",
+    "CoreError",
+    "DecodeError",
+    "ImageError",
+    "ImageTooLargeError",
+    "JobOutcome",
+    "ParameterError",
+    "Quantized",
+    "Resample",
+    "Result",
+    "Strategy",
+    "TruncatedImageError",
+    "colors_from_bits",
+    "compress",
+    "compress_job",
+    "parse_size",
+    "quantize",
+]
+
+if TYPE_CHECKING:
+    from icsd.core.errors import (
+        CoreError,
+        DecodeError,
+        ImageError,
+        ImageTooLargeError,
+        ParameterError,
+        TruncatedImageError,
+    )
+    from icsd.core.jobs import JobOutcome, Result, compress_job
+    from icsd.core.params import DEFAULT_MAX_PIXELS, CompressParams, Resample, Strategy, colors_from_bits, parse_size
+    from icsd.core.pipeline import compress
+    from icsd.core.quantization import Quantized, quantize
+
+_HOME = {
+    **dict.fromkeys(
+        ["CoreError", "DecodeError", "ImageError", "ImageTooLargeError", "ParameterError", "TruncatedImageError"],
+        "icsd.core.errors",
+    ),
+    **dict.fromkeys(["JobOutcome", "Result", "compress_job"], "icsd.core.jobs"),
+    **dict.fromkeys(
+        ["DEFAULT_MAX_PIXELS", "CompressParams", "Resample", "Strategy", "colors_from_bits", "parse_size"],
+        "icsd.core.params",
+    ),
+    "compress": "icsd.core.pipeline",
+    **dict.fromkeys(["Quantized", "quantize"], "icsd.core.quantization"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Load a public name's module on first use, and keep the name (not the module) bound here."""
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'icsd.core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -25,9 +25,13 @@ __all__ = [
     "Result",
     "Strategy",
     "TruncatedImageError",
+    "apply_palette",
+    "color_histogram",
     "colors_from_bits",
     "compress",
     "compress_job",
+    "fit_palette",
+    "merge_histograms",
     "parse_size",
     "quantize",
 ]
@@ -44,7 +48,14 @@ if TYPE_CHECKING:
     from icsd.core.jobs import JobOutcome, Result, compress_job
     from icsd.core.params import DEFAULT_MAX_PIXELS, CompressParams, Resample, Strategy, colors_from_bits, parse_size
     from icsd.core.pipeline import compress
-    from icsd.core.quantization import Quantized, quantize
+    from icsd.core.quantization import (
+        Quantized,
+        apply_palette,
+        color_histogram,
+        fit_palette,
+        merge_histograms,
+        quantize,
+    )
 
 _HOME = {
     **dict.fromkeys(
@@ -57,7 +68,10 @@ _HOME = {
         "icsd.core.params",
     ),
     "compress": "icsd.core.pipeline",
-    **dict.fromkeys(["Quantized", "quantize"], "icsd.core.quantization"),
+    **dict.fromkeys(
+        ["Quantized", "apply_palette", "color_histogram", "fit_palette", "merge_histograms", "quantize"],
+        "icsd.core.quantization",
+    ),
 }
 
 

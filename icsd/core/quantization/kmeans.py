@@ -67,7 +67,7 @@ def weighted_kmeans(hist: Histogram, k: int, seed: int) -> tuple[np.ndarray, np.
 
     Deterministic; `seed` is accepted for the common strategy signature but nothing here is random.
     """
-    if hist.pixels.ndim == 2:
+    if hist.grey:
         palette, labels = round_and_assign(hist.colors, optimal_kmeans_1d(hist.colors, hist.counts, k))
     elif compiled.AVAILABLE:
         return compiled_kmeans(hist, k)

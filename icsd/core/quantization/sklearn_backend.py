@@ -88,7 +88,7 @@ def _compiled_refine(colors: np.ndarray, counts: np.ndarray, centres: np.ndarray
 def _bins_or_exact(hist: Histogram, k: int) -> tuple[np.ndarray | None, np.ndarray | None]:
     """The binned histogram as (means, weights), or (None, None) for grey images and when there are no
     more bins than clusters (scikit-learn needs n_samples >= n_clusters)."""
-    if hist.pixels.ndim == 2:
+    if hist.grey:
         return None, None
     bins = hist.bins()
     if bins.weights.size <= k:

@@ -205,9 +205,7 @@ def _prepared_service(settings: typing.Any, service_class: typing.Any, *, mode: 
     setup_logging(settings.log_level.upper(), settings.log_format)
     for warning in unknown_env_warnings():
         log.warning(warning)
-    service = service_class(settings, mode=mode)  # validates every setting before any folder is made
-    _create_folders(settings, mode=mode)
-    return service
+    return service_class(settings, mode=mode)  # validates every setting; run() makes the folders
 
 
 class _Parser(argparse.ArgumentParser):
@@ -225,26 +223,6 @@ def _check_input_folder(folder: Path, *, hint: str, must_exist: bool) -> None:
         raise InputError(f"input folder {folder} is not a folder: {hint} (icsd compress takes one file)")
     if must_exist and not folder.exists():
         raise InputError(f"input folder {folder} does not exist: {hint}")
-
-
-def _create_folders(settings: typing.Any, *, mode: str) -> None:
-    """Create the drop folder (run) and the folders we write to, as Service.run would.
-
-    Done here first so that a path that cannot be a folder (a file, /proc, no permission) is one line
-    naming its setting and exit 73, instead of an OSError traceback from inside the service.
-    """
-    wanted: dict[str, Path] = {"ICSD_INPUT_DIR": settings.input_dir} if mode == "watch" else {}
-    wanted |= {name: folder for name, folder in settings.folders().items()
-               if name != "ICSD_ARCHIVE_DIR" or settings.on_success == "archive"}
-    for name, folder in wanted.items():
-        if folder.exists() and not folder.is_dir():
-            raise OutputError(f"{name} {folder} exists and is not a folder: choose another path")
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(
-                f"cannot create {name} {folder}: {exc.strerror or exc}; choose a folder you can write to"
-            ) from None
 
 
 def _compress_target(source: Path, output: str | None) -> Path:

@@ -28,7 +28,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from icsd.daemon.journal import FileId, Journal, content_digest
+from icsd.daemon.identity import FileVersion
+from icsd.daemon.journal import Journal, content_digest
 from icsd.daemon.output import output_name
 from icsd.errors import EX_SOFTWARE
 from tests.harness import (
@@ -370,7 +371,7 @@ def test_restart_trusts_done_rows_and_redoes_pending_and_in_progress_ones(start_
     with Journal(tmp_path / "out" / ".icsd" / "journal.sqlite3") as journal:
         for rel in rels:
             st = (tmp_path / "in" / rel).stat()
-            assert journal.claim(FileId(rel, st.st_size, st.st_mtime_ns, content_digest(images[rel])))
+            assert journal.claim(FileVersion.of(rel, st, content_digest(images[rel])))
         journal.mark_done(rels[0], output_name(rels[0]))  # "done" although no output exists: must be trusted
         journal.mark_pending(rels[1], "worker process died")
         # rels[2] stays IN_PROGRESS (killed mid-job); rels[3] is IN_PROGRESS with a stale digest (replaced since)

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from icsd.daemon.journal import SCHEMA_VERSION, FileId, Journal, State
+from icsd.daemon.identity import FileVersion
+from icsd.daemon.journal import SCHEMA_VERSION, Journal, State
 from icsd.errors import SettingsError, TransientError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,8 +33,8 @@ def journal(db_path: Path) -> Iterator[Journal]:
         yield j
 
 
-def fid(rel: str = "a.jpg", size: int = 100, mtime_ns: int = 1_000, digest: str = "d1") -> FileId:
-    return FileId(rel=rel, size=size, mtime_ns=mtime_ns, digest=digest)
+def fid(rel: str = "a.jpg", size: int = 100, mtime_ns: int = 1_000, digest: str = "d1") -> FileVersion:
+    return FileVersion(rel=rel, size=size, mtime_ns=mtime_ns, digest=digest)
 
 
 def spawn(code: str, *args: str, stdin: int | None = None) -> subprocess.Popen[str]:
@@ -291,12 +292,13 @@ def test_state_survives_reopen(db_path: Path) -> None:
 _BURST_WRITER = """
     import sys
     from pathlib import Path
-    from icsd.daemon.journal import FileId, Journal
+    from icsd.daemon.identity import FileVersion
+    from icsd.daemon.journal import Journal
     j = Journal(Path(sys.argv[1]))
     i = 0
     while True:
         rel = f"f{i:06d}.jpg"
-        assert j.claim(FileId(rel, i, i, f"d{i}"))
+        assert j.claim(FileVersion(rel, i, i, digest=f"d{i}"))
         if i % 2 == 0:
             j.reserve_output(rel, rel + ".png")
             j.mark_done(rel, rel + ".png")
@@ -335,7 +337,7 @@ def test_sigkill_mid_burst_leaves_consistent_db_and_requeues(db_path: Path) -> N
         # restart: each leftover is claimed again and counts a second attempt
         victim = sorted(rows)[0]
         e = rows[victim]
-        assert j.claim(FileId(e.rel, e.size, e.mtime_ns, e.digest))
+        assert j.claim(FileVersion(e.rel, e.size, e.mtime_ns, digest=e.digest))
         again = j.get(victim)
         assert again is not None and again.attempts == 2
 
@@ -374,13 +376,14 @@ def test_killed_inside_a_transaction_changes_nothing(db_path: Path) -> None:
 _DAEMON = """
     import sys
     from pathlib import Path
-    from icsd.daemon.journal import FileId, Journal
+    from icsd.daemon.identity import FileVersion
+    from icsd.daemon.journal import Journal
     n = int(sys.argv[2])
     with Journal(Path(sys.argv[1])) as j:
         print("open", flush=True)
         for i in range(n):
             rel = f"f{i:05d}.jpg"
-            j.claim(FileId(rel, i, i, str(i)))
+            j.claim(FileVersion(rel, i, i, digest=str(i)))
             j.mark_done(rel, rel + ".png")
         print("finished", flush=True)
         sys.stdin.read()  # keep the connection (and the WAL) open until the parent is done

@@ -1,61 +1,44 @@
 """Putting results in place: outputs written durably, originals kept/deleted/archived or set aside.
 
-Split from the coordinator so the file-placement rules (and the disk-full gate that pauses work
-while results cannot be saved) read in one place; the service decides *when*, this decides *how*.
+Split from the coordinator so the file-placement rules read in one place; the scheduler decides *when*
+(and holds results while storage is full), the service carries it out, this decides *how*.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from icsd import __version__
+from icsd.daemon.identity import FileVersion
 from icsd.daemon.output import free_name, move_durably, write_atomic, write_failure
 
-__all__ = [
-    "DISK_FULL",
-    "Identity",
-    "Outputs",
-    "StorageFull",
-    "StorageGate",
-    "Task",
-    "UnsafePathError",
-    "identity_of",
-    "replaced",
-]
+__all__ = ["DISK_FULL", "Outputs", "StorageFull", "Task", "UnsafePathError"]
 
 log = logging.getLogger("icsd")
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
-Identity = tuple[int, int, int]  # (size, mtime_ns, inode) of the version of a file that was read
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Task:
-    """One image in flight: where it came from, where it goes, and which version was read."""
+    """One image in flight: the version that was read (digest included), where it is, where its output goes."""
 
-    rel: str
+    version: FileVersion
     path: Path
     output: str
-    digest: str
-    submitted: float
-    identity: Identity
 
+    @property
+    def rel(self) -> str:
+        return self.version.rel
 
-def identity_of(st: os.stat_result) -> Identity:
-    return (st.st_size, st.st_mtime_ns, st.st_ino)
-
-
-def replaced(path: Path, identity: Identity) -> bool:
-    """True when `path` now holds another version than `identity` (a vanished file is not 'replaced')."""
-    try:
-        return identity_of(os.lstat(path)) != identity
-    except FileNotFoundError:
-        return False
+    def replaced(self) -> bool:
+        """Is another version at the input path than the one read? Then it must not be deleted, archived or
+        failed (a vanished file is not 'replaced')."""
+        return self.version.replaced_at(self.path)
 
 
 class UnsafePathError(ValueError):
@@ -64,41 +47,6 @@ class UnsafePathError(ValueError):
 
 class StorageFull(Exception):
     """An output could not be written for lack of space: hold the result, do not count an attempt."""
-
-
-class StorageGate:
-    """Whether results can be saved now (output folder and journal writable), logged once per episode.
-
-    A full disk is the operator's problem, not the image's: work is held, not failed, and one ERROR line
-    says so; one INFO line says when saving works again. In between, a probe every `probe_seconds`.
-    """
-
-    def __init__(self, probe_seconds: float) -> None:
-        self.probe_seconds = probe_seconds
-        self.error: str | None = None
-        self._next_probe = 0.0
-
-    def blocked(self) -> bool:
-        """True while storage is known to be full and the next probe is not due."""
-        return self.error is not None and time.monotonic() < self._next_probe
-
-    def failed(self, reason: str) -> None:
-        if self.error is None:
-            log.error("cannot save results now: %s. Originals are kept; no new images are taken and finished "
-                      "ones are held; retrying every %.0f s until space returns", reason, self.probe_seconds)
-        else:
-            log.debug("still cannot save results (%s); next try in %.0f s", reason, self.probe_seconds)
-        self.error = reason
-        self._next_probe = time.monotonic() + self.probe_seconds
-
-    def probe_now(self) -> None:
-        """Make the next check try storage at once (the last chance before shutdown)."""
-        self._next_probe = 0.0
-
-    def recovered(self) -> None:
-        if self.error is not None:
-            log.info("results can be saved again; resuming")
-        self.error = None
 
 
 class Outputs:

@@ -1,6 +1,6 @@
 """Durable per-file state in SQLite, so every input is processed exactly once across restarts.
 
-A file's identity is (relative path, size, mtime_ns, content digest). `claim` decides, in one
+A file's identity is a FileVersion (relative path, size, mtime_ns, content digest). `claim` decides, in one
 transaction, whether a file needs work; `mark_*` record the outcome. WAL mode lets `icsd status`
 read the journal from another process while the daemon writes, and keeps the file consistent when
 the daemon is killed mid-transaction (an uncommitted transaction simply never happened).
@@ -20,9 +20,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from icsd.daemon.identity import FileVersion
 from icsd.errors import SettingsError, TransientError
 
-__all__ = ["SCHEMA_VERSION", "Entry", "FileId", "Journal", "State", "content_digest"]
+__all__ = ["SCHEMA_VERSION", "Entry", "Journal", "State", "content_digest"]
 
 SCHEMA_VERSION = 1
 # SQLite result codes that mean "not now" rather than "never": retried by the caller.
@@ -46,16 +47,6 @@ class State(enum.StrEnum):
     IN_PROGRESS = "in_progress"
     DONE = "done"
     FAILED = "failed"
-
-
-@dataclass(frozen=True, slots=True)
-class FileId:
-    """What makes a file 'the same file': POSIX path relative to the input folder, size, mtime, digest."""
-
-    rel: str
-    size: int
-    mtime_ns: int
-    digest: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,40 +158,42 @@ class Journal:
 
     # -- transitions ---------------------------------------------------------------------------
 
-    def claim(self, fid: FileId) -> bool:
-        """Decide atomically whether to work on `fid` now; if so mark it IN_PROGRESS and count the attempt.
+    def claim(self, version: FileVersion) -> bool:
+        """Decide atomically whether to work on `version` now; if so mark it IN_PROGRESS and count the attempt.
 
         True for: an unknown path; a replaced file (size or digest differ: attempts restart at 1);
         a PENDING or IN_PROGRESS row (retry, or left over from a crash). False for the same content
         already DONE or FAILED; a touched-only file (same digest, new mtime) gets its mtime updated
-        so the cheap `is_settled` check matches next time.
+        so the cheap `is_settled` check matches next time. `version` must have been read (digest known).
         """
+        if version.digest is None:
+            raise ValueError(f"claim needs the digest of {version.rel!r}: read the file first")
         now = time.time()
         with self._write() as db:
-            row = db.execute("SELECT size, digest, state FROM files WHERE rel = ?", (fid.rel,)).fetchone()
+            row = db.execute("SELECT size, digest, state FROM files WHERE rel = ?", (version.rel,)).fetchone()
             if row is None:
                 db.execute(
                     f"INSERT INTO files ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, 1, NULL, NULL, ?)",
-                    (fid.rel, fid.size, fid.mtime_ns, fid.digest, State.IN_PROGRESS.value, now),
+                    (version.rel, version.size, version.mtime_ns, version.digest, State.IN_PROGRESS.value, now),
                 )
                 return True
             size, digest, state = row
-            if size != fid.size or digest != fid.digest:
+            if size != version.size or digest != version.digest:
                 db.execute(
                     "UPDATE files SET size = ?, mtime_ns = ?, digest = ?, state = ?, attempts = 1,"
                     " output = NULL, error = NULL, updated = ? WHERE rel = ?",
-                    (fid.size, fid.mtime_ns, fid.digest, State.IN_PROGRESS.value, now, fid.rel),
+                    (version.size, version.mtime_ns, version.digest, State.IN_PROGRESS.value, now, version.rel),
                 )
                 return True
             if state in _SETTLED:
                 db.execute(
                     "UPDATE files SET mtime_ns = ? WHERE rel = ? AND mtime_ns != ?",
-                    (fid.mtime_ns, fid.rel, fid.mtime_ns),
+                    (version.mtime_ns, version.rel, version.mtime_ns),
                 )
                 return False
             db.execute(
                 "UPDATE files SET mtime_ns = ?, state = ?, attempts = attempts + 1, updated = ? WHERE rel = ?",
-                (fid.mtime_ns, State.IN_PROGRESS.value, now, fid.rel),
+                (version.mtime_ns, State.IN_PROGRESS.value, now, version.rel),
             )
             return True
 

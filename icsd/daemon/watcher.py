@@ -25,6 +25,7 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserverVFS
 from watchdog.utils import UnsupportedLibcError
 
+from icsd.daemon.identity import FileVersion
 from icsd.daemon.inputs import is_candidate_name, remote_fs_type, unusable_reason, walk_candidates
 from icsd.errors import SettingsError
 
@@ -33,14 +34,13 @@ __all__ = ["Watcher"]
 log = logging.getLogger("icsd.watcher")
 
 
-_Key = tuple[int, int, int]  # (size, mtime_ns, inode): a change in any of them is a new version of the file
 _IGNORED_EVENTS = frozenset({"opened", "closed_no_write"})  # reads (ours included) must not delay anything
 _JOIN_SECONDS = 10.0
 
 
 @dataclass(slots=True)
 class _Candidate:
-    key: _Key
+    key: FileVersion  # a change in its size, mtime or inode is a new version of the file
     since: float  # monotonic time of the last observed change or write event
 
 
@@ -84,7 +84,7 @@ class Watcher:
 
         self._lock = threading.Lock()
         self._pending: dict[str, _Candidate] = {}
-        self._seen: dict[str, _Key] = {}
+        self._seen: dict[str, FileVersion] = {}
         self._skipped: set[str] = set()
         self._skips: list[tuple[str, str]] = []  # on_skip reports waiting for the ticker
         self._dirty_dirs: set[str] = set()
@@ -224,7 +224,7 @@ class Watcher:
             self._scan(d, prune=False)
         with self._lock:
             due = [(p, c.key) for p, c in self._pending.items() if now - c.since >= self._stable]
-        ready: list[tuple[str, _Key]] = []
+        ready: list[tuple[str, FileVersion]] = []
         for p, key in due:
             try:
                 st: os.stat_result | None = os.lstat(p)
@@ -238,7 +238,7 @@ class Watcher:
                     continue  # an event changed it meanwhile
                 if st is None:
                     self._drop(p)
-                elif stat.S_ISREG(st.st_mode) and _key(st) == key:
+                elif stat.S_ISREG(st.st_mode) and key.same_stat(st):
                     del self._pending[p]
                     self._seen[p] = key
                     ready.append((p, key))
@@ -280,7 +280,8 @@ class Watcher:
             self._note_stat(p, st, now, reset=reset)
 
     def _note_stat(self, p: str, st: os.stat_result, now: float, *, reset: bool) -> None:
-        reason = unusable_reason(p[len(self._prefix) :], st.st_mode)
+        rel = p[len(self._prefix) :]
+        reason = unusable_reason(rel, st.st_mode)
         if reason is not None:
             self._pending.pop(p, None)
             self._seen.pop(p, None)
@@ -289,7 +290,7 @@ class Watcher:
                 self._skips.append((p, reason))
             return
         self._skipped.discard(p)  # a regular file now: if it turns into a link again, report again
-        key = _key(st)
+        key = FileVersion.of(rel, st)
         cand = self._pending.get(p)
         if cand is not None:
             if cand.key != key:
@@ -426,9 +427,5 @@ def _schedule_and_start(observer: BaseObserver, handler: _Handler, path: str) ->
         observer.stop()  # releases the inotify fd and its reader thread
         raise
     return observer
-
-
-def _key(st: os.stat_result) -> _Key:
-    return (st.st_size, st.st_mtime_ns, st.st_ino)
 
 

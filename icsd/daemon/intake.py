@@ -1,0 +1,108 @@
+"""Admitting one input file: does it need work, and if so, which version, and where does its output go.
+
+In order: a metadata check (same size and mtime as a version already done or failed: skip without
+reading), a safe read (no links, no FIFOs), the content digest, the journal's claim (the one
+transaction that decides whether this version is work, and counts the attempt), and the choice of
+an output name no other input owns. The scheduler decides *when* a file is admitted; this decides
+*whether* and *as what*; the service submits the job.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from icsd.daemon.delivery import Task
+from icsd.daemon.identity import FileVersion
+from icsd.daemon.inputs import read_regular
+from icsd.daemon.journal import Journal, content_digest
+from icsd.daemon.output import output_name, output_names
+from icsd.errors import InputError
+
+__all__ = ["Admission", "Admitted", "Intake", "Skipped", "Unreadable"]
+
+log = logging.getLogger("icsd")
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """Work to do: the claimed version (its output name reserved) and its bytes."""
+
+    task: Task
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """No work: finished already, vanished, not a regular file, or the same content as a settled version."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """The file could not be read now (e.g. permissions, I/O error): worth another attempt later."""
+
+    error: str
+
+
+Admission = Admitted | Skipped | Unreadable
+
+
+class Intake:
+    """Admits files below `input_root` against `journal`; outputs go below `output_root`."""
+
+    def __init__(self, journal: Journal, *, input_root: Path, output_root: Path) -> None:
+        self.journal = journal
+        self.input_root = input_root
+        self.output_root = output_root
+
+    def admit(self, rel: str) -> Admission:
+        """Decide about the file at `rel` now. A journal that cannot be written raises TransientError."""
+        path = self.input_root / rel
+        if self._settled_by_metadata(rel, path):
+            return Skipped("finished already (same size and mtime)")
+        try:
+            data, info = read_regular(path)
+        except FileNotFoundError:
+            log.debug("%s vanished before it was read", rel)
+            return Skipped("vanished before it was read")
+        except InputError as exc:
+            log.warning("%s: %s", rel, exc.message)
+            return Skipped(exc.message)
+        except OSError as exc:
+            return Unreadable(f"cannot read: {exc.strerror or exc}")
+        version = FileVersion.of(rel, info, content_digest(data))
+        if not self.journal.claim(version):
+            return Skipped("same content as a version already done or failed")
+        output = self.free_output(rel)
+        self.journal.reserve_output(rel, output)
+        return Admitted(Task(version, path, output), data)
+
+    def free_output(self, rel: str) -> str:
+        """The first of `rel`'s output names (output.output_names) that no other input owns and no folder
+        occupies, in the output or the input (whose folders the output mirrors): an output is never shared,
+        so never silently overwritten, however input names collide."""
+        natural, holder = output_name(rel), None
+        for output in output_names(rel):
+            owner = self.journal.output_owner(output)
+            folder = os.path.isdir(self.output_root / output) or os.path.isdir(self.input_root / output)
+            if (owner is None or owner == rel) and not folder:
+                break
+            holder = holder or (owner if owner not in (None, rel) else "a folder")  # who has the natural name
+        entry = self.journal.get(rel)
+        if output != natural and (entry is None or entry.output != output):  # said once, not on every retry
+            log.warning("%s: %s already belongs to %s; writing %s", rel, natural, holder, output)
+        return output
+
+    def _settled_by_metadata(self, rel: str, path: Path) -> bool:
+        """Finished already (same size and mtime)? Decided before reading, so a restart with ON_SUCCESS=keep
+        does not reread every original, and an unreadable finished file is not retried (and redone)."""
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return False  # the read reports it
+        return stat.S_ISREG(st.st_mode) and self.journal.is_settled(rel, st.st_size, st.st_mtime_ns)

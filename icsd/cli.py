@@ -29,8 +29,6 @@ log = logging.getLogger("icsd")
 # `icsd compress` takes the compression flags only; the daemon's flags make no sense for one file.
 COMPRESS_FLAGS = ("strategy", "colors", "bits", "grayscale", "scale", "resample", "max_size", "size", "seed",
                   "max_pixels")
-# Flags that are alternatives to each other: one colour count, one size rule.
-EXCLUSIVE_FLAGS = (("colors", "bits"), ("scale", "max_size", "size"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -287,12 +285,14 @@ def _settings_from(args: argparse.Namespace, *, validate: bool = True) -> typing
 
 
 def _add_setting_flags(parser: argparse.ArgumentParser, model: typing.Any, names: Sequence[str] | None) -> None:
+    from icsd.settings import ALTERNATIVES
+
     group = parser.add_argument_group("settings (each also ICSD_<NAME> in the environment or .env)")
     exclusive: dict[str, argparse._MutuallyExclusiveGroup] = {}
     for name, field in model.model_fields.items():
         if names is not None and name not in names:
             continue
-        alternatives = next((alt for alt in EXCLUSIVE_FLAGS if name in alt), None)
+        alternatives = next((alt for alt in ALTERNATIVES if name in alt), None)  # one colour count, one size rule
         target = group
         if alternatives is not None:
             target = exclusive.setdefault(alternatives[0], group.add_mutually_exclusive_group())

@@ -28,6 +28,7 @@ from icsd.core import (
     colors_from_bits,
     parse_size,
 )
+from icsd.daemon.logs import LEVELS
 from icsd.errors import SettingsError
 
 __all__ = ["ALTERNATIVES", "ENV_PREFIX", "Settings", "load_settings", "unknown_env_warnings"]
@@ -198,8 +199,8 @@ class Settings(BaseSettings):
         _check_range("STALL_SECONDS", self.stall_seconds, low=0.1)
         if self.metrics_port is not None:
             _check_range("METRICS_PORT", self.metrics_port, low=0, high=65535)
-        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            raise SettingsError(f"ICSD_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, got {self.log_level!r}")
+        if self.log_level.upper() not in LEVELS:
+            raise SettingsError(f"ICSD_LOG_LEVEL must be one of {', '.join(LEVELS)}, got {self.log_level!r}")
         if self.on_success == "archive" and self.archive_dir is None:
             raise SettingsError("ICSD_ON_SUCCESS=archive needs ICSD_ARCHIVE_DIR (where originals are moved)")
         self._check_folders()

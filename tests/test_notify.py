@@ -63,7 +63,7 @@ def test_ready_status_stopping_arrive_as_datagrams(receiver):
     messages = receiver.wait_for(lambda m: len(m) == 4)
     assert messages == [
         "READY=1",
-        "STATUS=watching /srv/icsd queued 3",  # newline flattened: the protocol has no escaping
+        "STATUS=watching /srv/icsd\\nqueued 3",  # newline escaped as in every line icsd writes: the protocol has none
         "STOPPING=1\nSTATUS=draining 2 jobs",
         "MAINPID=42\nSTATUS=x",
     ]

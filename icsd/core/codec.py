@@ -112,7 +112,7 @@ def decode(data: bytes, *, max_pixels: int, grayscale: bool = False, min_size: S
         try:
             picture = normalize_mode(img, grayscale=grayscale)
         except ValueError as exc:  # a mode Pillow cannot convert
-            raise DecodeError(f"unsupported {img.format or 'image'} pixel mode {img.mode}: {_one_line(exc)}") from None
+            raise DecodeError(f"unsupported {img.format or 'image'} pixel mode {img.mode}: {_summary(exc)}") from None
     if orientation in _UPRIGHT:
         picture = picture.transpose(_UPRIGHT[orientation])
         width, height = (height, width) if orientation in _SWAPS_AXES else (width, height)
@@ -195,8 +195,8 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
         raise
     except Exception as exc:  # plugins raise SyntaxError, struct.error, ValueError, EOFError ... on bad headers
         if _ran_out(exc):
-            raise TruncatedImageError(f"truncated {_sniff(data) or 'image'} header: {_one_line(exc)}") from None
-        raise DecodeError(f"truncated or corrupt {_sniff(data) or 'image'} header: {_one_line(exc)}") from None
+            raise TruncatedImageError(f"truncated {_sniff(data) or 'image'} header: {_summary(exc)}") from None
+        raise DecodeError(f"truncated or corrupt {_sniff(data) or 'image'} header: {_summary(exc)}") from None
 
 
 def _too_large(size: tuple[int, int] | None, max_pixels: int) -> ImageTooLargeError:
@@ -250,13 +250,13 @@ def _load(img: Image.Image) -> None:
     try:
         img.load()
     except Image.DecompressionBombError as exc:  # e.g. a GIF frame larger than its header claimed
-        raise ImageTooLargeError(f"image is too large for Pillow to decode safely: {_one_line(exc)}") from None
+        raise ImageTooLargeError(f"image is too large for Pillow to decode safely: {_summary(exc)}") from None
     except MemoryError:
         raise
     except Exception as exc:  # OSError "image file is truncated", SyntaxError "broken PNG file", zlib.error ...
         if _ran_out(exc):
-            raise TruncatedImageError(f"truncated {img.format or 'image'} data: {_one_line(exc)}") from None
-        raise DecodeError(f"truncated or corrupt {img.format or 'image'} data: {_one_line(exc)}") from None
+            raise TruncatedImageError(f"truncated {img.format or 'image'} data: {_summary(exc)}") from None
+        raise DecodeError(f"truncated or corrupt {img.format or 'image'} data: {_summary(exc)}") from None
 
 
 def _ran_out(exc: Exception) -> bool:
@@ -322,6 +322,7 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.rint(values).astype(np.uint8))
 
 
-def _one_line(exc: BaseException) -> str:
+def _summary(exc: BaseException) -> str:
+    """A library's exception message for ours: one line (whitespace collapsed), at most 200 characters."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= 200 else text[:197] + "..."

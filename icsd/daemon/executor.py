@@ -22,7 +22,7 @@ from multiprocessing.synchronize import Event as EventType
 from typing import Protocol
 
 from icsd.core import CompressParams, JobOutcome, compress_job
-from icsd.daemon.fork_server import start_worker_server
+from icsd.daemon.fork_server import limit_native_threads, start_worker_server
 from icsd.errors import SettingsError
 
 __all__ = ["NOT_STARTED", "STOP_SECONDS", "WORKER_DIED", "Executor", "ProcessExecutor", "create_executor"]
@@ -85,7 +85,6 @@ class ProcessExecutor:
         self._probes: list[Future[None]] = []
         self._probes_sent = threading.Event()
         self._failure: str | None = None
-        self.replaced = 0
         # Starting the workers waits for the fork server's imports: do it in the background, so it
         # overlaps with the daemon's own start-up and folder scan instead of delaying image one.
         threading.Thread(target=self._start_workers, name="icsd-pool-start", daemon=True).start()
@@ -149,10 +148,6 @@ class ProcessExecutor:
             if manager is not None:  # it notices the dead workers and settles their futures
                 manager.join(STOP_SECONDS)
 
-    def worker_pids(self) -> list[int]:
-        """Process ids of the current workers (fault tests kill one of them)."""
-        return [pid for pid in (self._pool._processes or {})]
-
     def _forget_job(self, future: Future[JobOutcome]) -> None:
         with self._jobs_lock:
             self._jobs.discard(future)
@@ -186,7 +181,6 @@ class ProcessExecutor:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._pool = self._new_pool()
         self._send_probes()
-        self.replaced += 1
 
 
 def create_executor(kind: str, *, workers: int, scheduler: str = "local") -> Executor:
@@ -224,9 +218,7 @@ def _init_worker(parent: int, stopping: EventType) -> None:
     global _stopping
     _stopping = stopping
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(limits=1)
+    limit_native_threads()
     _exit_with_parent(parent)
 
 

@@ -24,6 +24,7 @@ from distributed import Future as DaskFuture
 from distributed.comm import get_address_host_port, parse_address
 
 from icsd.core import CompressParams, JobOutcome, compress_job
+from icsd.daemon.fork_server import limit_native_threads
 from icsd.errors import SettingsError, TransientError
 
 __all__ = ["CONNECT_TIMEOUT", "GATHER_TIMEOUT", "RECONNECT_PAUSE", "RECONNECT_TIMEOUT", "DaskExecutor"]
@@ -207,9 +208,7 @@ def _compress_on_worker(data: bytes, params: CompressParams) -> JobOutcome:
     OpenMP limits are per calling thread, hence once per task thread rather than once per process.
     """
     if not getattr(_thread_state, "limited", False):
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(limits=1)
+        limit_native_threads()
         _thread_state.limited = True
     return compress_job(data, params)
 

@@ -17,6 +17,7 @@ __all__ = [
     "HUGE_PAGES_TUNABLE",
     "WORKER_ENV",
     "WORKER_PRELOAD",
+    "limit_native_threads",
     "start_for_command",
     "start_worker_server",
     "worker_environment",
@@ -80,3 +81,12 @@ def worker_environment(environ: Mapping[str, str]) -> dict[str, str]:
     if "glibc.malloc.hugetlb" not in tunables:
         added["GLIBC_TUNABLES"] = f"{tunables}:{HUGE_PAGES_TUNABLE}" if tunables else HUGE_PAGES_TUNABLE
     return added
+
+
+def limit_native_threads() -> None:
+    """One BLAS/OpenMP thread for the calling thread's native pools, so N workers use N cores. The worker
+    environment (WORKER_ENV) already asks for it; this covers a worker started elsewhere (a Dask worker
+    without a nanny, a fork server started by someone else). OpenMP limits are per calling thread."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)

@@ -19,6 +19,8 @@ import socket
 import threading
 from collections.abc import Callable, Mapping
 
+from icsd.daemon.logs import one_line
+
 __all__ = ["Notifier", "WatchdogPinger"]
 
 logger = logging.getLogger("icsd.notify")
@@ -51,7 +53,7 @@ class Notifier:
         """
         if self._address is None or not fields:
             return False
-        message = "\n".join(f"{key}={_one_line(value)}" for key, value in fields.items())
+        message = "\n".join(f"{key}={one_line(str(value))}" for key, value in fields.items())
         return self._send(message.encode("utf-8", "replace"))
 
     def ready(self, status: str | None = None) -> bool:
@@ -231,7 +233,3 @@ def _watchdog_usec(env: Mapping[str, str], pid: int) -> int | None:
     except ValueError:
         return None
     return usec if usec > 0 else None
-
-
-def _one_line(value: object) -> str:
-    return str(value).replace("\r", " ").replace("\n", " ")

@@ -16,7 +16,7 @@ import numpy as np
 
 from tests.images import encode, gradient, mode_sample, sample_array
 
-__all__ = ["corpus", "grid", "digests"]
+__all__ = ["corpus", "digest", "digests", "grid"]
 
 
 def corpus() -> dict[str, bytes]:
@@ -55,8 +55,13 @@ def digests(compress: Any, params_type: Any) -> dict[str, str]:
     for label, kwargs in grid():
         params = params_type(**kwargs)
         for name, data in images.items():
-            out[f"{label}/{name}"] = hashlib.sha256(compress(data, params).data).hexdigest()
+            out[f"{label}/{name}"] = digest(compress, data, params)
     return out
+
+
+def digest(compress: Any, data: bytes, params: Any) -> str:
+    """SHA-256 of one output."""
+    return hashlib.sha256(compress(data, params).data).hexdigest()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Names through the real `icsd batch` and `icsd run`: colliding outputs, reused names in the failed and archive
 folders, names that are not UTF-8 or at the file-system limit. Nothing may be overwritten or lost, and one odd
-name may not stop the others."""
+name may not stop the others. How the intake picks a fallback name (a folder in the way, an input folder that
+needs the name, the warning said once) is tested in-process in test_intake.py."""
 
 from __future__ import annotations
 
@@ -45,29 +46,6 @@ def test_chained_names_each_get_their_own_output(tmp_path: Path) -> None:
         assert {rel: journal.get(rel).output for rel in ("a.bmp", "a.png.png", "a.png")} == {
             "a.bmp": "a.png", "a.png.png": "a.png.png", "a.png": "a.png.2.png"}
     assert "a.png: a.png already belongs to a.bmp; writing a.png.2.png" in done.stderr
-
-
-def test_an_output_name_taken_by_a_folder_moves_aside(tmp_path: Path) -> None:
-    source = tmp_path / "in"
-    write_image(source / "x.png" / "inner.jpg", sample_image(crop=100))  # mirrored as the folder out/x.png/
-    write_image(source / "x.jpg", sample_image(crop=60))
-    done = batch(source, tmp_path / "out", "--workers", "1")
-    assert done.returncode == 0, done.stderr
-    assert size_of(tmp_path / "out" / "x.png" / "inner.png") == (20, 20)
-    assert size_of(tmp_path / "out" / "x.jpg.png") == (12, 12)
-    assert "x.jpg: x.png already belongs to a folder; writing x.jpg.png" in done.stderr
-
-
-def test_an_output_name_that_an_input_folder_needs_moves_aside(tmp_path: Path) -> None:
-    """x.jpg, started first, wrote the file out/x.png; then the input folder x.png/ could not be mirrored and
-    its images failed and were moved out of the input."""
-    source = tmp_path / "in"
-    write_image(source / "x.jpg", sample_image())  # the largest: started first
-    write_image(source / "x.png" / "inner.jpg", sample_image(crop=50))
-    done = batch(source, tmp_path / "out", "--workers", "1")
-    assert done.returncode == 0, done.stderr
-    assert size_of(tmp_path / "out" / "x.png" / "inner.png") == (10, 10)
-    assert size_of(tmp_path / "out" / "x.jpg.png") == (128, 86)
 
 
 def test_reused_names_never_replace_earlier_failed_or_archived_originals(tmp_path: Path) -> None:
@@ -138,14 +116,3 @@ def test_names_at_the_length_limit_get_outputs_and_reports_that_fit(tmp_path: Pa
     report = tmp_path / "out" / ".failed" / f"{'y' * 240}.jpg.error.json"
     assert json.loads(report.read_text())["file"] == f"{'y' * 251}.jpg"
     assert "retrying" not in done.stderr
-
-
-def test_a_fallback_name_is_announced_once_not_on_every_retry(tmp_path: Path) -> None:
-    source = tmp_path / "in"
-    write_image(source / "a.bmp", sample_image())
-    whole = write_image(tmp_path / "whole.png", sample_image("flower.jpg", crop=200), fmt="PNG")
-    (source / "a.png").write_bytes(whole[: len(whole) // 2])  # cut short: retried up to 3 times, then failed
-    done = batch(source, tmp_path / "out", "--workers", "1")
-    assert done.returncode == 1, done.stderr
-    assert done.stderr.count("retrying in") == 2 and "FAILED a.png" in done.stderr
-    assert done.stderr.count("a.png: a.png already belongs to a.bmp; writing a.png.png") == 1

@@ -37,8 +37,12 @@ run: $(VENV)/.installed-run
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check icsd tests bench
 
+# Two test processes (pytest-xdist): most tests wait on a daemon subprocess, so two overlap well even on two cores
+# (measured: docs/testing.md). `pytest tests/test_x.py` alone stays one process.
+TEST_PROCESSES ?= 2
+
 test: $(VENV)/.installed-test lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist worksteal
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/quantizers.py

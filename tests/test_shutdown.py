@@ -34,9 +34,9 @@ def noise_png(seed: int, shape: tuple[int, int] = (1500, 2000)) -> bytes:
     return encode(rng.integers(0, 256, (*shape, 3), dtype=np.uint8), "PNG")
 
 
-def wait_for_exit(process: subprocess.Popen[bytes], pool: list[int]) -> int:
+def wait_for_exit(process: subprocess.Popen[bytes], pool: list[int], *, timeout: float = EXIT_SECONDS) -> int:
     """The exit code, once the process and every process of its pool have exited (within the deadline)."""
-    wait_until(lambda: process.poll() is not None, timeout=EXIT_SECONDS, what="the daemon to exit after the signal")
+    wait_until(lambda: process.poll() is not None, timeout=timeout, what="the daemon to exit after the signal")
     wait_until(lambda: not [pid for pid in pool if alive(pid)], timeout=EXIT_SECONDS,
                what=f"pool processes {pool} to exit")
     return int(process.returncode)
@@ -86,7 +86,9 @@ def test_sigterm_finishes_the_running_image_but_starts_none_of_the_queued_ones(s
     busy_worker(daemon.pid)
     pool = descendants(daemon.pid)
     daemon.process.send_signal(signal.SIGTERM)
-    assert wait_for_exit(daemon.process, pool) == 0, daemon.log()
+    # The running image is finished first (~4.5 s of CPU): on a loaded machine that alone can pass EXIT_SECONDS.
+    # That no queued image was started is what the log and the journal rows below show.
+    assert wait_for_exit(daemon.process, pool, timeout=60) == 0, daemon.log()
 
     log = daemon.log()
     assert "waiting up to 30 s for 2 images in progress" in log, log  # the running one and the queued one

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Literal
 from icsd import __version__
 from icsd.core import CompressParams, JobOutcome, Result
 from icsd.daemon.delivery import Outputs, StorageFull, Task, UnsafePathError
+from icsd.daemon.discovery import requeue_unfinished, scan_largest_first, start_watcher
 from icsd.daemon.executor import NOT_STARTED, WORKER_DIED, Executor, create_executor
 from icsd.daemon.folders import create_folders, hold_lock
-from icsd.daemon.inputs import printable, scan_tree
 from icsd.daemon.intake import Intake, Skipped, Unreadable
 from icsd.daemon.journal import Journal
 from icsd.daemon.metrics import Metrics, NullMetrics, create_metrics
@@ -87,7 +87,6 @@ class Service:
         self.on_progress: list = []  # callables(fields) — the batch progress bar hooks in here
         self._stop = threading.Event()
         self._events: queue.Queue[Ready | Done] = queue.Queue()
-        self._scan_done = threading.Event()
         self._watcher: Watcher | None = None
         self._executor: Executor | None = None
 
@@ -135,35 +134,31 @@ class Service:
         executor = self._executor = create_executor(settings.executor, workers=settings.worker_count,
                                                     scheduler=settings.dask_scheduler)
         stack.callback(self._drain, executor)
-        watcher = self._watcher = self._start_discovery()
-        if watcher is not None:
+        watcher = None
+        if self.mode == "batch":
+            scan_largest_first(self.input_root, exclude=self._our_roots(), ready=self._ready)
+        else:
+            watcher = self._watcher = start_watcher(settings, self.input_root, exclude=self._our_roots(),
+                                                    ready=self._ready)
             stack.callback(watcher.stop)
-        self._requeue_unfinished()
+        requeue_unfinished(self.journal, self.input_root, self._ready)
         notifier = stack.enter_context(contextlib.closing(Notifier()))
         pinger = WatchdogPinger(notifier, healthy=self.healthy, status=self.status_text)
         notifier.ready(self.status_text())
         pinger.start()
         stack.callback(pinger.stop)
         stack.callback(notifier.stopping, "draining images in progress")
-        log.info(
-            "icsd %s %s: %s -> %s, %s, %d colours%s, %d %s workers",
-            __version__,
-            "watching" if self.mode == "watch" else "batch",
-            self.input_root,
-            self.output_root,
-            self.params.strategy,
-            self.params.colors,
-            ", grayscale" if self.params.grayscale else "",
-            settings.worker_count,
-            executor.name,
-        )
+        log.info("icsd %s %s: %s -> %s, %s, %d colours%s, %d %s workers", __version__,
+                 "watching" if self.mode == "watch" else "batch", self.input_root, self.output_root,
+                 self.params.strategy, self.params.colors, ", grayscale" if self.params.grayscale else "",
+                 settings.worker_count, executor.name)
         return executor, watcher
 
     # -- the coordinator loop -----------------------------------------------------------------
 
     def _loop(self, executor: Executor, watcher: Watcher | None) -> int:
         while not self._stop.is_set():
-            if self.mode == "batch" and self._scan_done.is_set() and self.scheduler.idle() and self._events.empty():
+            if self.mode == "batch" and self.scheduler.idle() and self._events.empty():  # the scan is done by now
                 return 0  # checked before waiting: an empty folder must not cost a tick
             self._handle_events(timeout=TICK_SECONDS)
             failure = executor.failure()
@@ -181,6 +176,10 @@ class Service:
         log.info("stopping: no new files are taken; waiting up to %g s for %d images in progress",
                  self.settings.drain_seconds, self.scheduler.in_flight)
         return 0
+
+    def _ready(self, rel: str) -> None:
+        """A file to look at (from the scan, the watcher's thread or the journal's leftovers)."""
+        self._events.put(Ready(rel))
 
     def _handle_events(self, timeout: float) -> None:
         try:
@@ -294,18 +293,10 @@ class Service:
             self.outputs.dispose_original(task)
         self.tally.add(result.input_bytes, result.output_bytes, result.seconds)
         self.metrics.image_done(str(result.strategy), result.input_bytes, result.output_bytes, result.seconds)
-        fields = image_fields(
-            task.rel,
-            size_in=result.input_size,
-            size_out=result.output_size,
-            bytes_in=result.input_bytes,
-            bytes_out=result.output_bytes,
-            colors=result.colors,
-            strategy=str(result.strategy),
-            seconds=result.seconds,
-            tally=self.tally,
-            queued=self.queued,
-        )
+        fields = image_fields(task.rel, size_in=result.input_size, size_out=result.output_size,
+                              bytes_in=result.input_bytes, bytes_out=result.output_bytes, colors=result.colors,
+                              strategy=str(result.strategy), seconds=result.seconds, tally=self.tally,
+                              queued=self.queued)
         log.info(image_line(fields), extra={"fields": fields})
         for callback in self.on_progress:
             callback(fields)
@@ -366,44 +357,6 @@ class Service:
         return True
 
     # -- discovery, startup and shutdown ------------------------------------------------------
-
-    def _start_discovery(self) -> Watcher | None:
-        def ready(path: Path) -> None:
-            self._events.put(Ready(path.relative_to(self.input_root).as_posix()))
-
-        def skipped(path: Path, reason: str) -> None:
-            log.warning("%s: %s", printable(path), reason)
-
-        if self.mode == "batch":  # one scan, no watcher (nor watchdog's import: ~15 ms of start-up)
-            found = scan_tree(self.input_root, exclude=self._our_roots(), on_skip=skipped)
-            # Largest first: the long jobs start early and small ones fill in at the end, instead of a big
-            # image finishing alone on one worker while the others sit idle (LPT scheduling).
-            for path, _size in sorted(found, key=lambda item: item[1], reverse=True):
-                ready(path)
-            self._scan_done.set()
-            return None
-        from icsd.daemon.watcher import Watcher
-
-        watcher = Watcher(
-            self.input_root,
-            ready,
-            stable_seconds=self.settings.stable_seconds,
-            rescan_seconds=self.settings.rescan_seconds,
-            polling=self.settings.polling,
-            exclude=self._our_roots(),
-            on_skip=skipped,
-        )
-        watcher.start()
-        log.info("watching %s with %s (%s)", self.input_root, watcher.mode, watcher.reason)
-        return watcher
-
-    def _requeue_unfinished(self) -> None:
-        for entry in self.journal.unfinished():
-            if (self.input_root / entry.rel).exists():
-                self._events.put(Ready(entry.rel))
-            else:
-                with contextlib.suppress(TransientError):  # a stale row is harmless; dropped on a later start
-                    self.journal.forget(entry.rel)
 
     def _drain(self, executor: Executor) -> None:
         """Let running jobs finish within the drain bound; queued ones are not started. Both the jobs not

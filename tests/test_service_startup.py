@@ -97,3 +97,19 @@ def test_a_second_lock_that_is_taken_releases_the_first(tmp_path: Path) -> None:
         hold_lock(tmp_path / "state" / "lock", "the state folder").close()
     finally:
         other.close()
+
+
+def test_a_batch_run_in_process_releases_everything_it_took(tmp_path: Path) -> None:
+    """The normal way out: a batch over one image, then every descriptor, lock and the pool are released."""
+    from icsd.daemon.fork_server import start_worker_server
+    from tests.harness import sample_image, write_image
+
+    start_worker_server()  # the fork server lives as long as this process: started before counting
+    write_image(tmp_path / "in" / "a.jpg", sample_image(crop=64))
+    service = Service(load_settings(input_dir=tmp_path / "in", output_dir=tmp_path / "out", workers=1),
+                      mode="batch")
+    before = open_fds()
+    outcome = service.run()
+    assert (outcome.exit_code, outcome.tally.done) == (0, 1)
+    assert (tmp_path / "out" / "a.png").is_file()
+    assert_all_released(tmp_path, before)

@@ -82,7 +82,7 @@ class Service:
         self.output_root = settings.output_dir.resolve()
         self.failed_root = settings.failed_path.resolve()
         self.archive_root = settings.archive_dir.resolve() if settings.archive_dir else None
-        self.tally = Tally()
+        self.tally = Tally(grey=self.params.grayscale)
         self.in_flight_limit = 2 * settings.worker_count
         self._executor = executor
         self._events: queue.Queue[tuple] = queue.Queue()
@@ -376,6 +376,7 @@ class Service:
             seconds=result.seconds,
             tally=self.tally,
             queued=self.queued,
+            grayscale=self.params.grayscale,
         )
         log.info(image_line(fields), extra={"fields": fields})
         for callback in self.on_progress:

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Run the install steps of docs/systemd.md (its ```sh install blocks, verbatim) as root in a fresh Debian 12
+# chroot, then check what a booted system would show: the unit verifies, and the instance's settings compress
+# an image dropped into its folder, run as user icsd.
+#
+#   sudo apt-get install debootstrap
+#   sudo debootstrap --variant=minbase bookworm /tmp/deb12 http://deb.debian.org/debian
+#   sudo systemd/check-install.sh /tmp/deb12
+#
+# A chroot runs no systemd: `systemctl enable --now` enables the unit and skips the start, so the last step
+# starts what the unit would start (icsd, as user icsd, with the unit's environment and the instance's file),
+# as a batch. debootstrap's minbase lacks systemd, which every booted Debian has: it is installed first.
+set -euo pipefail
+ROOT=$(realpath "${1:?usage: check-install.sh CHROOT}")
+HERE=$(cd "$(dirname "$0")/.." && pwd)
+
+mounted=()
+cleanup() { for m in "${mounted[@]}"; do umount -l "$m" || true; done; }
+trap cleanup EXIT
+for m in proc sys dev; do
+    mountpoint -q "$ROOT/$m" || { mount --rbind "/$m" "$ROOT/$m"; mounted=("$ROOT/$m" "${mounted[@]}"); }
+done
+cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+
+echo "== a booted Debian's systemd (not in minbase)"
+chroot "$ROOT" bash -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null'
+
+echo "== the checkout, as a user would have it: /root/icsd"
+rm -rf "$ROOT/root/icsd" && mkdir -p "$ROOT/root/icsd"
+git -C "$HERE" ls-files -z --cached --others --exclude-standard | (cd "$HERE" && xargs -0 tar -cf - --no-recursion) \
+    | tar -xf - -C "$ROOT/root/icsd"
+
+n=0
+while IFS= read -r -d $'\0' block; do
+    n=$((n + 1))
+    echo "== docs/systemd.md install block $n"
+    printf '%s\n' "$block" | sed 's/^/   | /'
+    chroot "$ROOT" env -i HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+        DEBIAN_FRONTEND=noninteractive bash -euxo pipefail -c "$block"
+done < <(python3 - "$HERE/docs/systemd.md" <<'EOF'
+import re, sys
+text = open(sys.argv[1]).read()
+for block in re.findall(r"^```sh install\n(.*?)^```", text, flags=re.S | re.M):
+    sys.stdout.write(block + "\0")
+EOF
+)
+[ "$n" -ge 3 ] || { echo "expected the install blocks in docs/systemd.md, found $n"; exit 1; }
+
+echo "== checks"
+chroot "$ROOT" bash -euxo pipefail -c '
+systemctl is-enabled icsd@photos.service
+systemd-analyze verify icsd@photos.service
+/opt/icsd/.venv/bin/python -c "import numpy as np; from PIL import Image; x = np.linspace(0, 255, 640, dtype=np.uint8); Image.fromarray(np.dstack([np.tile(x, (480, 1))] * 3)).save(\"/srv/icsd/photos/Uncompressed/ramp.jpg\")"
+chown icsd:icsd /srv/icsd/photos/Uncompressed/ramp.jpg
+install -d -o icsd -g icsd /var/lib/icsd/photos   # systemd makes StateDirectory= at start
+env -i PATH=/usr/bin:/bin ICSD_INPUT_DIR=/srv/icsd/photos/Uncompressed ICSD_OUTPUT_DIR=/srv/icsd/photos/Compressed \
+    ICSD_STATE_DIR=/var/lib/icsd/photos $(cat /etc/icsd/photos.env) \
+    runuser -u icsd -- /opt/icsd/.venv/bin/icsd batch
+ls -l /srv/icsd/photos/Compressed/ramp.png
+/opt/icsd/.venv/bin/python -c "import icsd.core.quantization.compiled as c; print(\"compiled kernels:\", c.AVAILABLE)" || true
+du -sh /opt/icsd/.venv
+'
+echo "== all install steps ran as written"

@@ -21,6 +21,13 @@ for m in proc sys dev; do
     mountpoint -q "$ROOT/$m" || { mount --rbind "/$m" "$ROOT/$m"; mounted=("$ROOT/$m" "${mounted[@]}"); }
 done
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+# Behind a TLS-inspecting proxy (the host's pip is given its CA in PIP_CERT), the chroot's pip needs the same CA:
+# the only thing this check adds to the documented steps.
+pip_env=()
+if [ -n "${PIP_CERT:-}" ] && [ -f "$PIP_CERT" ]; then
+    cp "$PIP_CERT" "$ROOT/root/host-ca.crt"
+    pip_env=(PIP_CERT=/root/host-ca.crt)
+fi
 
 echo "== a booted Debian's systemd (not in minbase)"
 chroot "$ROOT" bash -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null'
@@ -30,21 +37,18 @@ rm -rf "$ROOT/root/icsd" && mkdir -p "$ROOT/root/icsd"
 git -C "$HERE" ls-files -z --cached --others --exclude-standard | (cd "$HERE" && xargs -0 tar -cf - --no-recursion) \
     | tar -xf - -C "$ROOT/root/icsd"
 
-n=0
-while IFS= read -r -d $'\0' block; do
-    n=$((n + 1))
-    echo "== docs/systemd.md install block $n"
-    printf '%s\n' "$block" | sed 's/^/   | /'
-    chroot "$ROOT" env -i HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-        DEBIAN_FRONTEND=noninteractive bash -euxo pipefail -c "$block"
-done < <(python3 - "$HERE/docs/systemd.md" <<'EOF'
+# One shell for all blocks, as a reader pasting them one after the other into one root shell.
+script=$(python3 - "$HERE/docs/systemd.md" <<'EOF'
 import re, sys
-text = open(sys.argv[1]).read()
-for block in re.findall(r"^```sh install\n(.*?)^```", text, flags=re.S | re.M):
-    sys.stdout.write(block + "\0")
+blocks = re.findall(r"^```sh install\n(.*?)^```", open(sys.argv[1]).read(), flags=re.S | re.M)
+if len(blocks) < 3:
+    sys.exit(f"expected the install blocks in docs/systemd.md, found {len(blocks)}")
+for n, block in enumerate(blocks, 1):
+    print(f"echo '== docs/systemd.md install block {n}'\n{block}")
 EOF
 )
-[ "$n" -ge 3 ] || { echo "expected the install blocks in docs/systemd.md, found $n"; exit 1; }
+chroot "$ROOT" env -i HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    DEBIAN_FRONTEND=noninteractive "${pip_env[@]}" bash -eux -c "$script"
 
 echo "== checks"
 chroot "$ROOT" bash -euxo pipefail -c '

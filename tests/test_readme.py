@@ -40,7 +40,7 @@ def test_runnable_readme_snippets_run_as_printed(tmp_path: Path) -> None:
     for lang, code in runnable:
         assert "make run" not in code  # it never returns
         done = run_block(lang, code, tmp_path)
-        assert done.returncode == 0, f"README block failed:\n{code}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
+        assert done.returncode == 0, f"README block failed:\n{code}\n--- out\n{done.stdout}\n--- err\n{done.stderr}"
         assert "Traceback" not in done.stderr
         outputs.append(done.stdout + done.stderr)
     assert (tmp_path / "china.png").is_file()

@@ -127,9 +127,7 @@ class Service:
             for lock in self._locks:
                 lock.close()
             raise
-        stray = sum(remove_stray_temps(root) for root in self._our_roots())
-        if stray:
-            log.info("removed %d temporary files left by an earlier crash", stray)
+        stray = sum(remove_stray_temps(root) for root in self._our_roots())  # logged after the first line
         self.journal = Journal(self.settings.state_path.resolve() / "journal.sqlite3")
         self.metrics = create_metrics(self.settings.metrics_port, self.settings.metrics_host)
         self.metrics.set_runtime_source(lambda: self.tally.runtime)
@@ -154,6 +152,8 @@ class Service:
             self.settings.worker_count,
             executor.name,
         )
+        if stray:
+            log.info("removed %d temporary files left by an earlier crash", stray)
         exit_code = 0
         try:
             exit_code = self._loop(executor, watcher)

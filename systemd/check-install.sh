@@ -64,7 +64,7 @@ systemd-analyze verify icsd@photos.service
 /opt/icsd/.venv/bin/python -c "import numpy as np; from PIL import Image; x = np.linspace(0, 255, 640, dtype=np.uint8); Image.fromarray(np.dstack([np.tile(x, (480, 1))] * 3)).save(\"/srv/icsd/photos/Uncompressed/ramp.jpg\")"
 chown icsd:icsd /srv/icsd/photos/Uncompressed/ramp.jpg
 install -d -o icsd -g icsd /var/lib/icsd/photos   # systemd makes StateDirectory= at start
-env -i PATH=/usr/bin:/bin ICSD_INPUT_DIR=/srv/icsd/photos/Uncompressed ICSD_OUTPUT_DIR=/srv/icsd/photos/Compressed \
+env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin ICSD_INPUT_DIR=/srv/icsd/photos/Uncompressed ICSD_OUTPUT_DIR=/srv/icsd/photos/Compressed \
     ICSD_STATE_DIR=/var/lib/icsd/photos $(cat /etc/icsd/photos.env) \
     runuser -u icsd -- /opt/icsd/.venv/bin/icsd batch
 ls -l /srv/icsd/photos/Compressed/ramp.png

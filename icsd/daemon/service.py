@@ -40,7 +40,7 @@ from icsd.daemon.journal import FileId, Journal, content_digest
 from icsd.daemon.metrics import Metrics, NullMetrics, create_metrics
 from icsd.daemon.notify import Notifier, WatchdogPinger
 from icsd.daemon.output import output_name, output_names, remove_stray_temps
-from icsd.daemon.progress import Tally, human_duration, image_fields, image_line
+from icsd.daemon.progress import Tally, human_duration, image_fields, image_line, images
 from icsd.errors import EX_SOFTWARE, IcsdError, InputError, TransientError
 from icsd.settings import Settings
 
@@ -193,8 +193,8 @@ class Service:
                 log.error("the folder watcher stopped working (%s); exiting so the service manager restarts icsd",
                           watcher.failure())
                 return EX_SOFTWARE
-        log.info("stopping: no new files are taken; waiting up to %g s for %d images in progress",
-                 self.settings.drain_seconds, len(self._in_flight))
+        log.info("stopping: no new files are taken; waiting up to %g s for %s in progress",
+                 self.settings.drain_seconds, images(len(self._in_flight)))
         return 0
 
     def _idle(self) -> bool:
@@ -493,11 +493,13 @@ class Service:
             self._storage.probe_now()
             self._flush_held_results()
             if self._held:
-                log.warning("%d finished images could not be saved (%s); they will be processed again on the next "
-                            "start", len(self._held), self._storage.error)
+                log.warning("%d finished %s not be saved (%s); they will be processed again on the next start",
+                            len(self._held), "image could" if len(self._held) == 1 else "images could",
+                            self._storage.error)
             if self._in_flight:
-                log.warning("%d images were still in progress; they will be processed on the next start",
-                            len(self._in_flight))
+                log.warning("%s still in progress; %s processed on the next start",
+                            *(("1 image was", "it will be") if len(self._in_flight) == 1
+                              else (f"{len(self._in_flight)} images were", "they will be")))
                 for rel in self._in_flight:
                     self._give_back(rel, "cut off by the drain bound when icsd stopped")
         finally:  # even if interrupted (a second Ctrl-C): a busy worker left alive would block the exit

@@ -225,3 +225,15 @@ def test_compress_times_the_work_not_the_imports(tmp_path: Path, strategy: str, 
     # What the command spent outside compress() (mostly that import) is not in the time shown; compared with the
     # same process's wall time rather than with a fixed bound, so a slow machine passes.
     assert reported < float(wall.group(1)) / 2, done.stdout
+
+
+def test_as_typed_names_each_setting_by_its_source(tmp_path: Path) -> None:
+    """In-process: flag > environment > .env line; unset and unknown names stay as written."""
+    from icsd.settings import as_typed
+
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("# comment\nexport ICSD_SCALE=0.5\nICSD_COLORS=3\nICSD_COLORS=300\n")
+    message = "ICSD_COLORS, ICSD_SCALE, ICSD_SIZE, ICSD_MAX_PIXELS, ICSD_BITS, ICSD_NOPE"
+    typed = as_typed(message, {"size": "--size"}, environ={"ICSD_MAX_PIXELS": "9", "ICSD_BITS": ""}, env_file=dotenv)
+    assert typed == (f"ICSD_COLORS ({dotenv} line 4), ICSD_SCALE ({dotenv} line 2), --size, ICSD_MAX_PIXELS, "
+                     "ICSD_BITS, ICSD_NOPE")

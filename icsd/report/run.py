@@ -1,0 +1,125 @@
+"""Drive `icsd compare`: find the images, run every variant of each on a process pool, collect the rows.
+
+Each image runs size-only first (its reference, see `measure`); as soon as that is back, its variants are
+queued with the reference PNG, so both workers stay busy from the first image to the last. Workers come from
+icsd's fork server (the image stack already imported, one BLAS thread each) and ignore Ctrl-C: the parent
+cancels what has not started and the command stops with the usual 130.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+import signal
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from icsd.core import CompressParams, Strategy
+from icsd.daemon.fork_server import start_worker_server
+from icsd.daemon.inputs import is_candidate_name, printable, read_regular
+from icsd.errors import IcsdError, InputError
+from icsd.report.measure import Measured, measure
+from icsd.report.options import Variant
+
+__all__ = ["ImageRow", "find_images", "run_variants", "sample"]
+
+
+@dataclass
+class ImageRow:
+    """One input image: its reference (the downsampled original) and each variant, or why it failed."""
+
+    name: str
+    error: str | None = None
+    reference: Measured | None = None
+    cells: dict[Variant, Measured] = field(default_factory=dict)
+
+
+def find_images(paths: list[Path]) -> list[Path]:
+    """Files as given, and the image files under each folder (recursively, hidden ones skipped), sorted."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found += sorted(_walk(path))
+        elif path.exists() or path.is_symlink():
+            found.append(path)
+        else:
+            raise InputError(f"{printable(path)} does not exist: give image files or folders of images")
+    if not found:
+        raise InputError(f"no images in {', '.join(printable(p) for p in paths)}: icsd compare needs image files")
+    return list(dict.fromkeys(found))
+
+
+def sample(files: list[Path], count: int | None) -> list[Path]:
+    """`count` files spread evenly over the sorted list (reproducible, unlike a random draw); all when None."""
+    if count is None or count >= len(files):
+        return files
+    step = len(files) / count
+    return [files[int(i * step)] for i in range(count)]
+
+
+def run_variants(
+    files: list[Path],
+    variants: list[Variant],
+    base: CompressParams,
+    *,
+    workers: int,
+    on_done: Callable[[], None] = lambda: None,
+) -> list[ImageRow]:
+    """Every variant of every file, measured in a pool of `workers` processes; `on_done` after each job."""
+    rows = [ImageRow(name=printable(path)) for path in files]
+    reference_params = dataclasses.replace(base, strategy=Strategy.SIZE_ONLY)
+    start_worker_server()
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver"),
+                               initializer=_init_worker)
+    pending: dict[Future[Measured], tuple[ImageRow, Variant | None, bytes]] = {}
+    try:
+        for row, path in zip(rows, files, strict=True):
+            try:
+                data = read_regular(path)[0]
+            except (OSError, IcsdError) as exc:
+                row.error = _read_error(path, exc)
+                on_done()
+                continue
+            pending[pool.submit(measure, data, reference_params, None)] = (row, None, data)
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                row, variant, data = pending.pop(future)
+                measured = future.result()
+                on_done()
+                if variant is not None:
+                    row.cells[variant] = measured
+                elif measured.error is not None:
+                    row.error = measured.error
+                else:
+                    row.reference = dataclasses.replace(measured, reference=b"")
+                    for each in variants:
+                        job = pool.submit(measure, data, each.params(base), measured.reference)
+                        pending[job] = (row, each, data)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return rows
+
+
+def _walk(folder: Path) -> Iterator[Path]:
+    for top, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        yield from (Path(top) / name for name in names if is_candidate_name(name))
+
+
+def _read_error(path: Path, exc: BaseException) -> str:
+    if isinstance(exc, IcsdError):
+        return exc.message
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return f"cannot read {printable(path)}: {reason}"
+
+
+def _init_worker() -> None:
+    """Workers leave Ctrl-C to the parent, and use one BLAS/OpenMP thread each (the pool has one per core)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)

@@ -28,7 +28,7 @@ def compare(args: argparse.Namespace, settings: Any) -> int:
     page_path = _target(args.output, "-o/--output", ".html", force=args.force)
     sheet_path = _target(args.sheet, "--sheet", ".png", force=args.force) if args.sheet is not None else None
     base = settings.params()
-    files = sample(find_images(args.paths), args.sample)
+    files = sample(find_images(args.paths, exclude=(page_path, *([sheet_path] if sheet_path else []))), args.sample)
     variants = plan(args.strategy_list, args.color_list, args.dither_list)
     started = time.monotonic()
     bar = ProgressBar(total=len(files) * (1 + len(variants)))

@@ -9,6 +9,7 @@ unless given --force.
 from __future__ import annotations
 
 import base64
+import json
 import math
 from dataclasses import dataclass
 from html import escape
@@ -67,6 +68,7 @@ def render_page(page: PageInputs) -> str:
         *(_image(row, page.variants) for row in page.rows),
         "</section>",
         _settings(page.settings, page.command),
+        f'<script type="application/json" id="results">{_results_json(page.rows)}</script>',
         f"<script>{_SCRIPT}</script>",
         "</body></html>",
     ]
@@ -122,6 +124,21 @@ def _image(row: ImageRow, variants: list[Variant]) -> str:
         cell = row.cells.get(variant)
         tiles.append(_tile(variant.label, cell) if cell else "")
     return f'<div class="image">{title}{info}<div class="tiles">{"".join(tiles)}</div></div>'
+
+
+def _results_json(rows: list[ImageRow]) -> str:
+    """The numbers behind the page, for scripts (`json.loads` of #results): per image, per variant label."""
+    def numbers(cell: Measured) -> dict[str, object]:
+        if cell.error is not None:
+            return {"error": cell.error}
+        psnr = None if cell.psnr is None or math.isinf(cell.psnr) else round(cell.psnr, 3)
+        return {"input_bytes": cell.input_bytes, "output_bytes": cell.output_bytes, "colors": cell.colors,
+                "output_size": list(cell.output_size), "psnr": psnr, "ssim": cell.ssim, "seconds": cell.seconds}
+
+    data = [{"name": row.name, "error": row.error,
+             "reference": numbers(row.reference) if row.reference else None,
+             "variants": {variant.label: numbers(cell) for variant, cell in row.cells.items()}} for row in rows]
+    return json.dumps(data).replace("</", "<\\/")  # no "</script>" inside the element
 
 
 def _tile(label: str, cell: Measured) -> str:

@@ -37,12 +37,16 @@ class ImageRow:
     cells: dict[Variant, Measured] = field(default_factory=dict)
 
 
-def find_images(paths: list[Path]) -> list[Path]:
-    """Files as given, and the image files under each folder (recursively, hidden ones skipped), sorted."""
+def find_images(paths: list[Path], *, exclude: tuple[Path, ...] = ()) -> list[Path]:
+    """Files as given, and the image files under each folder (recursively, hidden ones skipped), sorted.
+
+    `exclude`: files found in a folder but not to be compared (the command's own sheet from a previous run).
+    """
     found: list[Path] = []
+    skip = {p.resolve() for p in exclude}
     for path in paths:
         if path.is_dir():
-            found += sorted(_walk(path))
+            found += sorted(p for p in _walk(path) if p.resolve() not in skip)
         elif path.exists() or path.is_symlink():
             found.append(path)
         else:

@@ -27,14 +27,14 @@ def test_the_page_is_written_with_a_row_per_image_and_the_errors(compare_run: An
     assert done.returncode == 0, done.stderr
     assert re.fullmatch(r"compared 5 images, 3 unreadable x 7 variants in [\d.]+ s -> \S+report\.html \([\d.]+ KiB\), "
                         r"\S+sheet\.png \([\d.]+ KiB\)\n", done.stdout)
-    rows = {row["name"].rsplit("/", 1)[-1]: row for row in compare_run.results}
+    rows = {row["name"]: row for row in compare_run.results}  # named below the folder given
     assert sorted(rows) == ["china.jpg", "cut.jpg", "flower.jpg", "notes.jpg", "pipe.jpg"]
     assert "not a regular file" in rows["pipe.jpg"]["error"]
     assert "not an image" in rows["notes.jpg"]["error"]
     assert rows["cut.jpg"]["error"]
     html = compare_run.html
     for name in ("notes.jpg", "cut.jpg", "pipe.jpg"):  # each error is one line in its own row
-        row = rf'<div class="image failed"><h3>[^<]*{re.escape(name)}</h3><p class="error">[^<\n]+</p>'
+        row = rf'<div class="image failed"><h3>{re.escape(name)}</h3><p class="error">[^<\n]+</p>'
         assert re.search(row, html)
     for name in ("china.jpg", "flower.jpg"):
         assert sorted(rows[name]["variants"]) == sorted(["SO", *LABELS])
@@ -44,7 +44,7 @@ def test_the_page_is_written_with_a_row_per_image_and_the_errors(compare_run: An
 def test_the_numbers_are_the_cores(compare_run: Any) -> None:
     # What the page says is what `batch` writes: the same compress() with the same parameters.
     data = (compare_run.folder / "china.jpg").read_bytes()
-    china = next(row for row in compare_run.results if row["name"].endswith("china.jpg"))
+    china = next(row for row in compare_run.results if row["name"] == "china.jpg")
     for label, strategy, colors in (("MKM K16", "kmeans", 16), ("MBKM K4", "sklearn-minibatch", 4)):
         result = compress(data, CompressParams(strategy=strategy, colors=colors, scale=4))
         shown = china["variants"][label]

@@ -33,7 +33,8 @@ def compare(args: argparse.Namespace, settings: Any) -> int:
     started = time.monotonic()
     bar = ProgressBar(total=len(files) * (1 + len(variants)))
     try:
-        rows = run_variants(files, variants, base, workers=settings.worker_count, on_done=bar.advance)
+        rows = run_variants(files, variants, base, workers=settings.worker_count, roots=args.paths,
+                            on_done=bar.advance)
     finally:
         bar.clear()
     seconds = time.monotonic() - started

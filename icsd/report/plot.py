@@ -25,10 +25,12 @@ def bytes_psnr_svg(series: dict[str, list[tuple[int, int, float]]]) -> str | Non
     figure = Figure(figsize=(7.5, 4.2), dpi=96)
     axes = figure.add_subplot()
     labelled: set[int] = set()
-    for name, points in series.items():
+    for index, (name, points) in enumerate(series.items()):
         xs = [size / 1024 for _, size, _ in points]
         ys = [psnr for _, _, psnr in points]
-        axes.plot(xs, ys, marker="o", label=name)
+        # markers and dashes differ too: strategies that land on the same numbers still show as distinct lines
+        axes.plot(xs, ys, marker="osD^v"[index % 5], linestyle=("-", "--", ":", "-.")[index % 4], label=name,
+                  markerfacecolor="none" if index % 2 else None)
         for (k, _, _), x, y in zip(points, xs, ys, strict=True):
             if k not in labelled:  # once per K: the strategies' points lie close together
                 labelled.add(k)

@@ -12,7 +12,7 @@ import dataclasses
 import multiprocessing
 import os
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +24,7 @@ from icsd.errors import IcsdError, InputError
 from icsd.report.measure import Measured, measure
 from icsd.report.options import Variant
 
-__all__ = ["ImageRow", "find_images", "run_variants", "sample"]
+__all__ = ["ImageRow", "display_name", "find_images", "run_variants", "sample"]
 
 
 @dataclass
@@ -35,6 +35,14 @@ class ImageRow:
     error: str | None = None
     reference: Measured | None = None
     cells: dict[Variant, Measured] = field(default_factory=dict)
+
+
+def display_name(path: Path, roots: Sequence[Path]) -> str:
+    """How the page names an image: below the folder it was found in, or as given on the command line."""
+    for root in roots:
+        if root.is_dir() and path.is_relative_to(root):
+            return printable(path.relative_to(root))
+    return printable(path)
 
 
 def find_images(paths: list[Path], *, exclude: tuple[Path, ...] = ()) -> list[Path]:
@@ -70,10 +78,14 @@ def run_variants(
     base: CompressParams,
     *,
     workers: int,
+    roots: Sequence[Path] = (),
     on_done: Callable[[], None] = lambda: None,
 ) -> list[ImageRow]:
-    """Every variant of every file, measured in a pool of `workers` processes; `on_done` after each job."""
-    rows = [ImageRow(name=printable(path)) for path in files]
+    """Every variant of every file, measured in a pool of `workers` processes; `on_done` after each job.
+
+    `roots`: the folders given on the command line, which the rows' names are relative to.
+    """
+    rows = [ImageRow(name=display_name(path, roots)) for path in files]
     reference_params = dataclasses.replace(base, strategy=Strategy.SIZE_ONLY)
     start_worker_server()
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver"),

@@ -14,6 +14,7 @@ import os
 import signal
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +25,9 @@ from icsd.errors import IcsdError, InputError
 from icsd.report.measure import Measured, measure
 from icsd.report.options import Variant
 
-__all__ = ["ImageRow", "display_name", "find_images", "run_variants", "sample"]
+__all__ = ["WORKER_DIED", "ImageRow", "display_name", "find_images", "run_variants", "sample"]
+
+WORKER_DIED = "a worker process died (out of memory or killed); try fewer --workers or a smaller --max-pixels"
 
 
 @dataclass
@@ -97,27 +100,47 @@ def run_variants(
                 data = read_regular(path)[0]
             except (OSError, IcsdError) as exc:
                 row.error = _read_error(path, exc)
-                on_done()
+                for _ in range(1 + len(variants)):  # the bar counts the jobs this image will not need
+                    on_done()
                 continue
             pending[pool.submit(measure, data, reference_params, None)] = (row, None, data)
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 row, variant, data = pending.pop(future)
-                measured = future.result()
+                measured = _outcome(future)
                 on_done()
                 if variant is not None:
                     row.cells[variant] = measured
-                elif measured.error is not None:
+                    continue
+                if measured.error is not None:
                     row.error = measured.error
-                else:
-                    row.reference = dataclasses.replace(measured, reference=b"")
-                    for each in variants:
+                    for _ in variants:
+                        on_done()
+                    continue
+                row.reference = dataclasses.replace(measured, reference=b"")
+                for each in variants:
+                    try:
                         job = pool.submit(measure, data, each.params(base), measured.reference)
-                        pending[job] = (row, each, data)
+                    except BrokenProcessPool:
+                        row.cells[each] = Measured(error=WORKER_DIED)
+                        on_done()
+                        continue
+                    pending[job] = (row, each, data)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     return rows
+
+
+def _outcome(future: Future[Measured]) -> Measured:
+    """The job's Measured; a worker that died (out of memory, killed) or a bug is that cell's one-line error."""
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        return Measured(error=WORKER_DIED)
+    except Exception as exc:
+        detail = " ".join(str(exc).split())[:200]
+        return Measured(error=f"internal error: {type(exc).__name__}: {detail}")
 
 
 def _walk(folder: Path) -> Iterator[Path]:

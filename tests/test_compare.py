@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -131,3 +132,17 @@ def test_arguments_are_listed_in_help(tmp_path: Path) -> None:
     for flag in ("--colors", "--strategies", "--dither", "--sample", "--sheet", "--force", "--max-size", "--size"):
         assert flag in done.stdout
     assert "--on-success" not in done.stdout  # the daemon's flags are not compare's
+
+
+def test_files_sample_and_grayscale(tmp_path: Path) -> None:
+    write_image(tmp_path / "a.jpg")
+    write_image(tmp_path / "b.jpg")
+    done = icsd("compare", "a.jpg", "b.jpg", "--sample", "1", "--grayscale", "--strategies", "SO,MKM",
+                "--colors", "4", "--scale", "8", "--workers", "1", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    page = (tmp_path / "compare.html").read_text()
+    results = json.loads(re.search(r'id="results">(.*?)</script>', page).group(1))  # type: ignore[union-attr]
+    assert [row["name"] for row in results] == ["a.jpg"]  # named as given; 1 of 2, the first in name order
+    grey = results[0]["variants"]["MKM K4"]
+    assert grey["colors"] == 4 and 0 < grey["ssim"] < 1 and grey["psnr"] > 15
+    assert "grayscale</dt><dd>yes" in page and "--grayscale" in page and "--sample 1" in page

@@ -8,7 +8,15 @@ import dataclasses
 import pytest
 
 from icsd.core import CompressParams, Strategy
-from icsd.report.options import DITHERS, Variant, parse_colors, parse_dithers, parse_strategies, plan
+from icsd.report.options import (
+    DITHERS,
+    Variant,
+    parse_colors,
+    parse_dithers,
+    parse_strategies,
+    plan,
+    supported_dithers,
+)
 from icsd.report.run import sample
 
 
@@ -35,9 +43,9 @@ def test_dither_accepts_only_what_the_core_supports() -> None:
     assert parse_dithers("none") == ["none"]
     with pytest.raises(argparse.ArgumentTypeError, match="unknown dither 'sierra'"):
         parse_dithers("none,sierra")
-    fields = {f.name for f in dataclasses.fields(CompressParams)}
-    for name, overrides in DITHERS.items():  # each option is CompressParams fields the core has
-        assert set(overrides) <= fields, name
+    # Every entry of the table is offered: none is ahead of the core's CompressParams
+    assert supported_dithers() == list(DITHERS)
+    for name in DITHERS:
         Variant(Strategy.KMEANS, 16, name).params(CompressParams())
 
 
@@ -45,6 +53,8 @@ def test_plan_runs_size_only_once_and_every_other_combination() -> None:
     variants = plan([Strategy.SIZE_ONLY, Strategy.KMEANS, Strategy.SKLEARN_MINIBATCH], [8, 32], ["none"])
     assert [v.label for v in variants] == ["SO", "MKM K8", "MKM K32", "MBKM K8", "MBKM K32"]
     assert [v.series for v in variants] == ["SO", "MKM", "MKM", "MBKM", "MBKM"]
+    assert Variant(Strategy.KMEANS, 8, "diffuse").label == "MKM K8 diffuse"  # how a dithering option shows
+    assert Variant(Strategy.KMEANS, 8, "diffuse").series == "MKM diffuse"
 
 
 def test_variant_params_keep_the_size_settings() -> None:

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from icsd.core import CompressParams, ParameterError, Strategy
 
 __all__ = ["DEFAULT_COLORS", "DITHERS", "SIZE_FLAGS", "Variant", "add_arguments", "parse_colors", "parse_dithers",
-           "parse_strategies", "plan"]
+           "parse_strategies", "plan", "supported_dithers"]
 
 DEFAULT_COLORS = [8, 16, 32, 64]
 # The settings `icsd compare` shares with `batch` (as flags, ICSD_ variables and .env lines).
@@ -43,13 +43,16 @@ class Variant:
         """'MKM K16' (and the dithering when it is not none); 'SO' for size-only."""
         if self.colors is None:
             return _ABBREVIATIONS[self.strategy]
-        extra = "" if self.dither == "none" else f" {self.dither}"
-        return f"{_ABBREVIATIONS[self.strategy]} K{self.colors}{extra}"
+        return f"{_ABBREVIATIONS[self.strategy]} K{self.colors}{self._dither_suffix}"
 
     @property
     def series(self) -> str:
         """The plot line this variant belongs to: strategy and dithering, across K."""
-        return self.label.split(" K")[0] + ("" if self.dither == "none" else f" {self.dither}")
+        return f"{_ABBREVIATIONS[self.strategy]}{self._dither_suffix}"
+
+    @property
+    def _dither_suffix(self) -> str:
+        return "" if self.dither == "none" or self.colors is None else f" {self.dither}"
 
     def params(self, base: CompressParams) -> CompressParams:
         """`base` (size rule, resample, grey, seed) with this variant's strategy, K and dithering."""
@@ -66,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="all|S,S,...", help="strategies to try: all, or names/aliases such as "
                         "SO,MKM,FKM,MBKM [default: all]")
     parser.add_argument("--dither", dest="dither_list", type=parse_dithers, default=["none"],
-                        metavar=",".join(DITHERS), help=f"dithering options to try: {', '.join(DITHERS)} "
+                        metavar="D,...", help=f"dithering options to try: {', '.join(supported_dithers())} "
                         "[default: none]")
     parser.add_argument("--sample", type=_positive, metavar="N",
                         help="use N of the images, spread evenly over them in name order [default: all]")
@@ -108,26 +111,25 @@ def parse_strategies(text: str) -> list[Strategy]:
 
 
 def parse_dithers(text: str) -> list[str]:
-    """A list of the dithering options in DITHERS."""
+    """A list of the dithering options in DITHERS that this icsd's CompressParams can express."""
+    available = supported_dithers()
     items = [item.lower() for item in _items(text, "dither")]
     for item in items:
-        if item not in DITHERS:
-            raise argparse.ArgumentTypeError(f"unknown dither {item!r}: use {', '.join(DITHERS)}")
-    missing = [name for name in DITHERS if not _supported(DITHERS[name])]
-    if missing:  # a table entry ahead of the core: a programming error, caught by the tests
-        raise AssertionError(f"CompressParams lacks the fields of dither options {missing}")
+        if item not in available:
+            raise argparse.ArgumentTypeError(f"unknown dither {item!r}: use {', '.join(available)}")
     return _unique(items)
+
+
+def supported_dithers() -> list[str]:
+    """DITHERS' names whose CompressParams fields exist (an entry ahead of the core is not offered)."""
+    known = {f.name for f in dataclasses.fields(CompressParams)}
+    return [name for name, fields in DITHERS.items() if set(fields) <= known]
 
 
 def _positive(text: str) -> int:
     if not text.strip().isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
     return int(text)
-
-
-def _supported(fields: dict[str, Any]) -> bool:
-    known = {f.name for f in dataclasses.fields(CompressParams)}
-    return set(fields) <= known
 
 
 def _items(text: str, flag: str) -> list[str]:

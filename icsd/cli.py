@@ -1,4 +1,4 @@
-"""Command line: `icsd run`, `icsd batch`, `icsd compress`, `icsd status`.
+"""Command line: `icsd run`, `icsd batch`, `icsd compress`, `icsd compare`, `icsd status`.
 
 User errors become one line on stderr and a sysexits code, never a traceback. The flags of `run`
 and `batch` are generated from the Settings model, so every setting is a flag with the same words
@@ -22,6 +22,8 @@ from pathlib import Path
 from icsd import __version__
 from icsd.daemon.fork_server import start_for_command
 from icsd.errors import EX_USAGE, DataError, IcsdError, InputError, OutputError, SettingsError, UsageError
+from icsd.report.options import SIZE_FLAGS as COMPARE_SIZE_FLAGS
+from icsd.report.options import add_arguments as add_compare_arguments
 
 __all__ = ["build_parser", "main"]
 
@@ -95,6 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="replace the output file if it exists (without it, an existing file is an error)")
     _add_setting_flags(one, Settings, names=COMPRESS_FLAGS)
     one.set_defaults(handler=_cmd_compress)
+
+    compare = commands.add_parser(
+        "compare", help="compress sample images every way asked and write an HTML page to compare them",
+        usage="icsd compare FILE|DIR... [--colors K,...] [--strategies all|S,...] [--dither D,...] [--sample N] "
+        "[-o PAGE.html] [--sheet SHEET.png] [--force] [--scale F | --max-size WxH | --size WxH] [...]",
+    )
+    add_compare_arguments(compare)
+    _add_setting_flags(compare, Settings, names=COMPARE_SIZE_FLAGS)
+    compare.set_defaults(handler=_cmd_compare)
 
     status = commands.add_parser(
         "status", help="print journal counts by state and the last failures",
@@ -180,6 +191,13 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     print(f"reduction:   {reduction_pct(result.input_bytes, result.output_bytes):.1f}%")
     print(f"time:        {result.seconds:.2f} s")
     return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from icsd.report.command import compare
+
+    _warn_unknown_env()
+    return compare(args, _settings_from(args))
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ BIN := $(VENV)/bin
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit("icsd needs Python >= 3.11, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
+	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || { echo "icsd: $(PYTHON) cannot create a venv (no ensurepip): on Debian/Ubuntu run 'sudo apt install python3-venv', then make again" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
@@ -38,7 +39,7 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check icsd tests bench
 
 # Two test processes (pytest-xdist): most tests wait on a daemon subprocess, so two overlap well even on two cores
-# (measured: docs/testing.md). `pytest tests/test_x.py` alone stays one process.
+# (docs/development.md). `pytest tests/test_x.py` alone stays one process.
 TEST_PROCESSES ?= 2
 
 test: $(VENV)/.installed-test lint

@@ -21,9 +21,9 @@ def create_folders(settings: Settings, *, watch: bool) -> None:
     wanted |= {name: folder for name, folder in settings.folders().items()
                if name != "ICSD_ARCHIVE_DIR" or settings.on_success == "archive"}
     for name, folder in wanted.items():
-        if folder.exists() and not folder.is_dir():
-            raise OutputError(f"{name} {folder} exists and is not a folder: choose another path")
         try:
+            if folder.exists() and not folder.is_dir():
+                raise OutputError(f"{name} {folder} exists and is not a folder: choose another path")
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputError(

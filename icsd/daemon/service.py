@@ -30,7 +30,7 @@ from icsd.daemon.journal import Journal
 from icsd.daemon.metrics import Metrics, NullMetrics, create_metrics
 from icsd.daemon.notify import Notifier, WatchdogPinger
 from icsd.daemon.output import remove_stray_temps
-from icsd.daemon.progress import Tally, human_duration, image_fields, image_line
+from icsd.daemon.progress import Tally, human_duration, image_fields, image_line, images
 from icsd.daemon.scheduler import PROBE_SECONDS, GiveUp, Scheduler
 from icsd.errors import EX_SOFTWARE, IcsdError, TransientError
 from icsd.settings import Settings
@@ -77,7 +77,7 @@ class Service:
         self.mode = mode
         self.input_root = settings.input_dir.resolve()
         self.output_root = settings.output_dir.resolve()
-        self.tally = Tally()
+        self.tally = Tally(grey=self.params.grayscale)
         self.scheduler: Scheduler[Done] = Scheduler(window=2 * settings.worker_count,
                                                     max_attempts=settings.max_attempts)
         self.outputs = Outputs(self.output_root, settings.failed_path.resolve(),
@@ -123,9 +123,7 @@ class Service:
         stack.enter_context(hold_lock(state / "lock", f"the state folder {state}"))
         stack.enter_context(hold_lock(self.output_root / ".icsd" / "output.lock", f"the output folder "
                                       f"{self.output_root}"))
-        stray = sum(remove_stray_temps(root) for root in self._our_roots())
-        if stray:
-            log.info("removed %d temporary files left by an earlier crash", stray)
+        stray = sum(remove_stray_temps(root) for root in self._our_roots())  # logged after the first line
         self.journal = stack.enter_context(Journal(state / "journal.sqlite3"))
         self.intake = Intake(self.journal, input_root=self.input_root, output_root=self.output_root)
         self.metrics = create_metrics(settings.metrics_port, settings.metrics_host)
@@ -152,6 +150,8 @@ class Service:
                  "watching" if self.mode == "watch" else "batch", self.input_root, self.output_root,
                  self.params.strategy, self.params.colors, ", grayscale" if self.params.grayscale else "",
                  settings.worker_count, executor.name)
+        if stray:
+            log.info("removed %d temporary files left by an earlier crash", stray)
         return executor, watcher
 
     # -- the coordinator loop -----------------------------------------------------------------
@@ -173,8 +173,8 @@ class Service:
                 log.error("the folder watcher stopped working (%s); exiting so the service manager restarts icsd",
                           watcher.failure())
                 return EX_SOFTWARE
-        log.info("stopping: no new files are taken; waiting up to %g s for %d images in progress",
-                 self.settings.drain_seconds, self.scheduler.in_flight)
+        log.info("stopping: no new files are taken; waiting up to %g s for %s in progress",
+                 self.settings.drain_seconds, images(self.scheduler.in_flight))
         return 0
 
     def _ready(self, rel: str) -> None:
@@ -296,7 +296,7 @@ class Service:
         fields = image_fields(task.rel, size_in=result.input_size, size_out=result.output_size,
                               bytes_in=result.input_bytes, bytes_out=result.output_bytes, colors=result.colors,
                               strategy=str(result.strategy), seconds=result.seconds, tally=self.tally,
-                              queued=self.queued)
+                              queued=self.queued, grayscale=self.params.grayscale)
         log.info(image_line(fields), extra={"fields": fields})
         for callback in self.on_progress:
             callback(fields)
@@ -368,12 +368,15 @@ class Service:
             self._wait_for_running_jobs(deadline=time.monotonic() + self.settings.drain_seconds)
             self.scheduler.probe_now()
             self._flush_held()
-            if self.scheduler.held:
-                log.warning("%d finished images could not be saved (%s); they will be processed again on the next "
-                            "start", self.scheduler.held, self.scheduler.storage_error)
+            held = self.scheduler.held
+            if held:
+                log.warning("%d finished %s not be saved (%s); they will be processed again on the next start",
+                            held, "image could" if held == 1 else "images could", self.scheduler.storage_error)
             cut = self.scheduler.cut_off()
             if cut:
-                log.warning("%d images were still in progress; they will be processed on the next start", len(cut))
+                log.warning("%s still in progress; %s processed on the next start",
+                            *(("1 image was", "it will be") if len(cut) == 1
+                              else (f"{len(cut)} images were", "they will be")))
                 for rel in cut:
                     self._give_back(rel, "cut off by the drain bound when icsd stopped")
         finally:  # even if interrupted (a second Ctrl-C): a busy worker left alive would block the exit

@@ -115,10 +115,13 @@ def test_batch_takes_the_largest_files_first(tmp_path: Path) -> None:
     assert order == sorted(sizes, key=sizes.__getitem__, reverse=True) == ["b-large.jpg", "c-medium.jpg", "a-small.jpg"]
 
 
-def test_batch_exit_flushes_the_log_and_leaves_no_temporary_files(tmp_path: Path) -> None:
+def test_batch_exit_flushes_the_log_and_leaves_no_temporary_files(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     """The command skips the interpreter's teardown; its exit handlers must still have run."""
-    temp = tmp_path / "tmp"
-    temp.mkdir()
+    # A short folder: the fork server's socket path must fit AF_UNIX's 108 bytes, and under pytest-xdist this
+    # test's own tmp_path (.../popen-gw1/test_batch_exit_flushes_the_lo0/) leaves too little room.
+    temp = tmp_path_factory.mktemp("t")
     write_image(tmp_path / "photos" / "a.jpg", sample_image(crop=100))
     done = icsd("batch", "photos", "--output-dir", "out", "--workers", "2", cwd=tmp_path, TMPDIR=str(temp))
     assert done.returncode == 0, done.stderr

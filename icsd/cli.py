@@ -107,6 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_setting_flags(learn, Settings, names=LEARN_FLAGS)
     learn.set_defaults(handler=_cmd_palette_learn)
 
+    manifest = commands.add_parser(
+        "manifest", help="write one row per output (source, sizes, colours, palette, ...) for ML pipelines",
+        usage="icsd manifest [-o FILE] [--output-dir DIR] [--state-dir DIR]",
+    )
+    manifest.add_argument("-o", "--output", default=None,
+                          help="manifest file; .jsonl, .csv or .parquet by suffix; - for JSON lines on stdout "
+                          "[default: OUTPUT_DIR/manifest.jsonl]")
+    _add_setting_flags(manifest, Settings, names=("output_dir", "state_dir"))
+    manifest.set_defaults(handler=_cmd_manifest)
+
     status = commands.add_parser(
         "status", help="print journal counts by state and the last failures",
         usage="icsd status [--output-dir DIR] [--state-dir DIR] [--failures N]",
@@ -198,6 +208,13 @@ def _cmd_palette_learn(args: argparse.Namespace) -> int:
     settings.params()
     _check_input_folder(settings.input_dir, hint="check the FOLDER argument or ICSD_INPUT_DIR", must_exist=True)
     return learn_command(settings, output=args.output, sample=args.sample)
+
+
+def _cmd_manifest(args: argparse.Namespace) -> int:
+    from icsd.daemon.manifest import manifest_command
+
+    _warn_unknown_env()
+    return manifest_command(_settings_from(args, validate=False), output=args.output)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

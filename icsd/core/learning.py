@@ -32,11 +32,11 @@ class HistogramOutcome:
 
 def histogram_job(data: bytes, params: CompressParams) -> HistogramOutcome:
     """Decode and downsample `data` as `compress` would, and bin its colours; never raises for a bad image."""
-    from icsd.core.pipeline import decode_downsampled  # the image stack: loaded where jobs run
+    from icsd.core.pipeline import decode_downsampled, palette_pixels  # the image stack: loaded where jobs run
 
     try:
         _decoded, small = decode_downsampled(data, params)
-        return HistogramOutcome(pixels_histogram(np.asarray(small)), None)
+        return HistogramOutcome(pixels_histogram(palette_pixels(small, params)), None)
     except (ImageError, CoreError) as exc:
         return HistogramOutcome(None, exc.message)
     except MemoryError:

@@ -208,7 +208,8 @@ def _swatch_colours(data: bytes) -> Palette:
         with Image.open(io.BytesIO(data)) as img:
             if img.width * img.height > 1 << 20:
                 raise ParameterError("palette", f"a {img.width}x{img.height} image is not a palette swatch")
-            pixels = list(img.convert("RGB").getdata())
+            raw = img.convert("RGB").tobytes()
+            pixels = [tuple(raw[i : i + 3]) for i in range(0, len(raw), 3)]
     except (OSError, SyntaxError, ValueError) as exc:
         if isinstance(exc, ParameterError):
             raise

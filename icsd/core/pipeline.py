@@ -21,7 +21,7 @@ from icsd.core.params import CompressParams, Strategy
 from icsd.core.quantization import quantize
 from icsd.core.resize import downsample, draft_size
 
-__all__ = ["Result", "compress", "decode_downsampled", "palette_array"]
+__all__ = ["Result", "compress", "decode_downsampled", "palette_array", "palette_pixels"]
 
 
 def compress(data: bytes, params: CompressParams) -> Result:
@@ -32,7 +32,8 @@ def compress(data: bytes, params: CompressParams) -> Result:
         png = encode_png(small)
         colors = _count_colors(small)
     elif params.palette is not None:  # a shared palette: no fit, every output gets this PLTE entry for entry
-        quantized = quantize(np.asarray(small), palette=palette_array(params.palette, grey=params.grayscale))
+        palette = palette_array(params.palette, grey=params.grayscale)
+        quantized = quantize(palette_pixels(small, params), palette=palette)
         png = encode_palette_png(quantized.palette, quantized.indices)
         colors = len(quantized.palette)
     else:
@@ -60,6 +61,12 @@ def decode_downsampled(data: bytes, params: CompressParams) -> tuple[Decoded, Im
         min_size=partial(draft_size, params=params),
     )
     return decoded, downsample(decoded.image, params, source_size=decoded.size, reduction=decoded.reduction)
+
+
+def palette_pixels(small: Image.Image, params: CompressParams) -> np.ndarray:
+    """The pixels a shared palette is learned from and applied to: grey with `grayscale`, else RGB, including
+    single-channel sources (which otherwise stay grey and get a grey palette of their own)."""
+    return np.asarray(small.convert("RGB") if small.mode == "L" and not params.grayscale else small)
 
 
 @lru_cache(maxsize=4)

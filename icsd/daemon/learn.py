@@ -104,7 +104,7 @@ def learn_palette(
 
 def dataset_images(folder: Path) -> list[Path]:
     """The image files below `folder` as `icsd batch` would take them, sorted by relative path."""
-    return sorted((path for path, _size in scan_tree(folder)), key=lambda p: p.relative_to(folder).as_posix())
+    return sorted((path for path, _size in scan_tree(folder)), key=lambda p: p.as_posix())  # all below one root
 
 
 def spread_sample(items: Sequence[object], n: int, seed: int) -> list:
@@ -120,6 +120,8 @@ def spread_sample(items: Sequence[object], n: int, seed: int) -> list:
 
 def learn_command(settings: Settings, *, output: Path, sample: int | None) -> int:
     """`icsd palette learn`: learn from the images in ICSD_INPUT_DIR, write `output`, print what was done."""
+    if output.suffix.lower() not in (".gpl", ".png", ".json"):
+        raise UsageError(f"-o {output}: give a .gpl, .png or .json file name (the suffix picks the format)")
     params = settings.params()
     folder = settings.input_dir
     files = dataset_images(folder)
@@ -129,8 +131,6 @@ def learn_command(settings: Settings, *, output: Path, sample: int | None) -> in
         files = spread_sample(files, sample, settings.seed)
     if not files:
         raise InputError(f"no images in {folder}: nothing to learn a palette from")
-    if output.suffix.lower() not in (".gpl", ".png", ".json"):
-        raise UsageError(f"-o {output}: give a .gpl, .png or .json file name (the suffix picks the format)")
     started = time.monotonic()
     bar = ProgressBar(total=len(files))
 

@@ -101,21 +101,34 @@ def whole_image(files: list[Path], params: CompressParams, repeat: int) -> None:
 
 
 def price_of_consistency(images: list[tuple[str, np.ndarray]], k: int) -> None:
+    """Per image: MSE with its own palette, with one learned from the whole mixed set, and (camera frames only)
+    with one learned from the camera frames alone, a dataset of one kind."""
     mixed = [*images, *_mixed_extras(images[0][1])]
     started = time.perf_counter()
     shared = icsd.learn_palette([pixels for _, pixels in mixed], k).array()
     learn_ms = 1e3 * (time.perf_counter() - started)
+    photos = icsd.learn_palette([pixels for _, pixels in images], k).array()
     print(f"\n3. price of consistency, K={k}: one palette learned from all {len(mixed)} images ({learn_ms:.0f} ms "
-          "from arrays) vs each image's own")
-    print(f"{'image':32} {'own MSE':>9} {'shared MSE':>11} {'x own':>7}")
-    ratios = []
-    for name, pixels in mixed:
+          f"from arrays), or from the {len(images)} camera frames only, vs each image's own")
+    print(f"{'image':32} {'own MSE':>9} {'mixed-set':>10} {'x own':>6} {'photos-only':>12} {'x own':>6}")
+    mixed_ratios, photo_ratios = [], []
+    for number, (name, pixels) in enumerate(mixed):
         own = _mse(pixels, icsd.quantize(pixels, k).to_array())
         common = _mse(pixels, icsd.quantize(pixels, palette=shared).to_array())
-        ratios.append(common / own if own else math.inf)
-        print(f"{name:32} {own:9.1f} {common:11.1f} {ratios[-1]:7.2f}")
-    finite = [r for r in ratios if math.isfinite(r)]
-    print(f"{'geometric mean ratio':32} {'':9} {'':11} {math.exp(statistics.mean(map(math.log, finite))):7.2f}")
+        mixed_ratios.append(common / own if own else math.inf)
+        line = f"{name:32} {own:9.1f} {common:10.1f} {mixed_ratios[-1]:6.2f}"
+        if number < len(images):
+            kind = _mse(pixels, icsd.quantize(pixels, palette=photos).to_array())
+            photo_ratios.append(kind / own)
+            line += f" {kind:12.1f} {photo_ratios[-1]:6.2f}"
+        print(line)
+    print(f"{'geometric mean ratio (finite)':32} {'':9} {'':10} {_geomean(mixed_ratios):6.2f} {'':12} "
+          f"{_geomean(photo_ratios):6.2f}")
+
+
+def _geomean(ratios: list[float]) -> float:
+    finite = [r for r in ratios if math.isfinite(r) and r > 0]
+    return math.exp(statistics.mean(map(math.log, finite)))
 
 
 def _mixed_extras(photo: np.ndarray) -> list[tuple[str, np.ndarray]]:

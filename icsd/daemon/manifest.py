@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from icsd.core import CompressParams, Palette, ParameterError, Result
 from icsd.daemon.journal import DoneRow, Journal
-from icsd.daemon.output import write_atomic
-from icsd.errors import OutputError, SettingsError, UsageError
+from icsd.daemon.output import write_named
+from icsd.errors import SettingsError, UsageError
 
 if TYPE_CHECKING:
     from icsd.settings import Settings
@@ -111,12 +111,7 @@ def manifest_command(settings: Settings, *, output: str | None) -> int:
     if target is None:
         sys.stdout.write(data.decode())
         return 0
-    if target.is_dir():
-        raise OutputError(f"-o {target}: is a folder; give a file name such as {target / 'manifest.jsonl'}")
-    try:
-        write_atomic(target.parent.resolve(), target.name, data)
-    except OSError as exc:
-        raise OutputError(f"cannot write {target}: {exc.strerror or exc}; choose another path with -o") from None
+    write_named(target, data, example="manifest.jsonl")
     print(f"{len(rows)} outputs -> {target}")
     return 0
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from icsd.core import Palette, ParameterError
-from icsd.daemon.output import write_atomic
+from icsd.daemon.output import write_named
 from icsd.errors import OutputError, SettingsError
 
 __all__ = ["read_palette_file", "write_palette_file"]
@@ -40,9 +40,4 @@ def write_palette_file(path: Path, palette: Palette) -> None:
         data = palette.encode(path.suffix)
     except ParameterError as exc:
         raise OutputError(f"-o {path}: {exc.message}") from None
-    if path.is_dir():
-        raise OutputError(f"-o {path}: is a folder; give a file name such as {path / 'palette.gpl'}")
-    try:
-        write_atomic(path.parent.resolve(), path.name, data)
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}; choose another path with -o") from None
+    write_named(path, data, example="palette.gpl")

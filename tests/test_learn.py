@@ -147,3 +147,5 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     done = _learn("one", "-o", "p.txt", cwd=tmp_path)
     assert done.returncode == 64 and "give a .gpl, .png or .json file name" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+    done = _learn("one", "-o", "p.gpl", "--strategy", "SO", cwd=tmp_path)
+    assert done.returncode == 64 and "size-only does no colour clustering" in done.stderr

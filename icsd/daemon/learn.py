@@ -123,6 +123,8 @@ def learn_command(settings: Settings, *, output: Path, sample: int | None) -> in
     if output.suffix.lower() not in (".gpl", ".png", ".json"):
         raise UsageError(f"-o {output}: give a .gpl, .png or .json file name (the suffix picks the format)")
     params = settings.params()
+    if params.strategy == "size-only":
+        raise UsageError("ICSD_STRATEGY=size-only does no colour clustering: learn with kmeans or an sklearn strategy")
     folder = settings.input_dir
     files = dataset_images(folder)
     if sample is not None:

@@ -70,6 +70,15 @@ def test_learning_is_deterministic_across_one_and_two_workers(tmp_path: Path) ->
     assert one.entries == two.entries and len(one) == 16
 
 
+def test_a_folder_stands_for_its_images(tmp_path: Path) -> None:
+    write(tmp_path / "a" / "1.jpg", sample_bytes("china.jpg"))
+    write(tmp_path / "a" / "b" / "2.jpg", sample_bytes("flower.jpg"))
+    report = LearnReport()
+    by_folder = learn_palette([tmp_path / "a"], 8, report=report)
+    assert report.used == 2
+    assert by_folder.entries == learn_palette([tmp_path / "a" / "1.jpg", tmp_path / "a" / "b" / "2.jpg"], 8).entries
+
+
 def test_learning_from_arrays_fits_the_merged_histogram() -> None:
     a, b = _photos()
     merged = BinnedHistogram.merge([BinnedHistogram.of_pixels(a), BinnedHistogram.of_pixels(b)])

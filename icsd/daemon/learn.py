@@ -74,16 +74,17 @@ def learn_palette(
 ) -> Palette:
     """One palette of at most `colors` entries for all of `images`.
 
-    `images`: arrays ((H, W, 3) RGB or (H, W) grey uint8, taken as they are), or files (paths) and encoded
-    bytes, which are decoded and downsampled by `params`' rules (size rule, grayscale, pixel cap; default
-    `CompressParams()`) as `icsd batch` would. `sample`: use only that many, spread over the list (seeded).
+    `images`: arrays ((H, W, 3) RGB or (H, W) grey uint8, taken as they are), or files (paths; a folder stands
+    for the images in it, as `icsd batch` finds them) and encoded bytes, which are decoded and downsampled by
+    `params`' rules (size rule, grayscale, pixel cap; default `CompressParams()`) as `icsd batch` would.
+    `sample`: use only that many, spread over the list (seeded).
     `workers` > 1 computes the histograms in that many processes. `on_image(name, error)` is called as each
     image is done. Images that cannot be read or decoded are skipped (listed in `report`); none usable is an
     error. Deterministic for a seed whatever `workers`.
     """
     params = params or CompressParams()
     report = report if report is not None else LearnReport()
-    items = list(images)
+    items = [found for item in images for found in _expand(item)]
     if sample is not None:
         items = spread_sample(items, sample, seed)
     merged: BinnedHistogram | None = None
@@ -197,6 +198,10 @@ def _pooled(items: list[Image], params: CompressParams, workers: int) -> Iterato
                 yield pending.pop(future), future.result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _expand(item: Image) -> list[Image]:
+    return dataset_images(Path(item)) if isinstance(item, str | Path) and Path(item).is_dir() else [item]
 
 
 def _load(item: Image, number: int) -> tuple[str, bytes | np.ndarray | HistogramOutcome]:

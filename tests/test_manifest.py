@@ -15,9 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from icsd.core import Palette
+from icsd.core import CompressParams, Palette, compress
 from icsd.daemon.journal import SCHEMA_VERSION, Journal
-from icsd.daemon.manifest import COLUMNS, manifest_rows
+from icsd.daemon.manifest import COLUMNS, done_stats, manifest_rows, params_fingerprint
 from tests.harness import clean_env
 from tests.images import MODE_SAMPLES, encode, mode_sample, png_chunks, sample_bytes, write
 
@@ -144,3 +144,12 @@ def test_a_journal_of_the_first_schema_still_works(tmp_path: Path) -> None:
 def _plte(png: bytes) -> tuple[tuple[int, int, int], ...]:
     plte = dict(png_chunks(png))[b"PLTE"]
     return tuple(tuple(plte[i : i + 3]) for i in range(0, len(plte), 3))  # type: ignore[misc]
+
+
+def test_stats_of_size_only_and_fingerprints_of_settings() -> None:
+    params = CompressParams(strategy="size-only", scale=8)
+    stats = done_stats(compress(sample_bytes(), params), params)
+    assert stats["palette"] is None and stats["strategy"] == "size-only" and stats["output_size"] == [80, 54]
+    fingerprints = {params_fingerprint(p) for p in (CompressParams(), CompressParams(colors=8),
+                                                     CompressParams(palette=SHARED), CompressParams(scale=4))}
+    assert len(fingerprints) == 4 and params_fingerprint(CompressParams()) == params_fingerprint(CompressParams())

@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import math
 import struct
 import sys
 from datetime import UTC, datetime
@@ -81,8 +82,8 @@ def manifest_rows(rows: list[DoneRow], output_root: Path) -> list[dict[str, Any]
 
 def render_manifest(rows: list[dict[str, Any]], suffix: str) -> bytes:
     """The manifest file's bytes in the format `suffix` names."""
-    if suffix == ".jsonl":
-        return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode()
+    if suffix == ".jsonl":  # strict JSON has no Infinity: an exact output's PSNR is null there (inf elsewhere)
+        return "".join(json.dumps(_finite(row), ensure_ascii=False) + "\n" for row in rows).encode()
     if suffix == ".csv":
         text = io.StringIO()
         writer = csv.DictWriter(text, fieldnames=[name for name, _ in COLUMNS], lineterminator="\n")
@@ -140,6 +141,10 @@ def _row(done: DoneRow, output_root: Path) -> dict[str, Any]:
         "psnr": stats.get("psnr"),
         "done_at": datetime.fromtimestamp(entry.updated, UTC).isoformat(timespec="seconds"),
     }
+
+
+def _finite(row: dict[str, Any]) -> dict[str, Any]:
+    return {key: None if isinstance(value, float) and not math.isfinite(value) else value for key, value in row.items()}
 
 
 def _stats_from_disk(path: Path) -> dict[str, Any]:

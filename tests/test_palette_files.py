@@ -99,7 +99,7 @@ def test_bad_palette_files_give_one_line_naming_setting_and_file(
     with pytest.raises(SettingsError) as caught:
         read_palette_file(path)
     message = caught.value.message
-    assert message.startswith(f"ICSD_PALETTE={path}: ") and reason in message
+    assert message.startswith(f"ICSD_PALETTE file {path}: ") and reason in message
     assert "\n" not in message and caught.value.exit_code == 78
 
 

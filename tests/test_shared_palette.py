@@ -96,7 +96,7 @@ def test_a_bad_palette_file_stops_startup_with_one_line(tmp_path: Path, content:
         (tmp_path / "p.gpl").write_bytes(content)
     done = _icsd("batch", "in", "--output-dir", "out", cwd=tmp_path, ICSD_PALETTE="p.gpl")
     assert done.returncode == 78
-    assert done.stderr.startswith("icsd: error: ICSD_PALETTE=p.gpl: ") and reason in done.stderr
+    assert done.stderr.startswith("icsd: error: ICSD_PALETTE file p.gpl: ") and reason in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out" / "a.png").exists()
 

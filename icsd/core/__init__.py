@@ -39,6 +39,7 @@ __all__ = [
     "merge_histograms",
     "parse_size",
     "pixels_histogram",
+    "preload_strategy",
     "quantize",
 ]
 
@@ -70,6 +71,7 @@ if TYPE_CHECKING:
         merge_histograms,
         quantize,
     )
+    from icsd.core.quantization.registry import preload_strategy
 
 _HOME = {
     **dict.fromkeys(
@@ -82,6 +84,7 @@ _HOME = {
         "icsd.core.params",
     ),
     "compress": "icsd.core.pipeline",
+    "preload_strategy": "icsd.core.quantization.registry",
     **dict.fromkeys(
         ["BinnedHistogram", "HistogramOutcome", "fit_dataset_palette", "histogram_job", "pixels_histogram"],
         "icsd.core.learning",
@@ -92,7 +95,6 @@ _HOME = {
         "icsd.core.quantization",
     ),
 }
-
 
 def __getattr__(name: str) -> Any:
     """Load a public name's module on first use, and keep the name (not the module) bound here."""

@@ -18,7 +18,7 @@ _MAX_BYTES = 16 << 20
 def read_palette_file(path: Path, *, setting: str = "ICSD_PALETTE") -> Palette:
     """The palette in `path` (.gpl, .png or .json by suffix); SettingsError (exit 78) naming `setting` and
     the file when it is missing, unreadable, not a palette, empty or over 256 colours."""
-    where = f"{setting}={path}"
+    where = f"{setting} file {path}"
     try:
         if path.stat().st_size > _MAX_BYTES:
             raise SettingsError(f"{where}: the file is over {_MAX_BYTES >> 20} MB, not a palette")

@@ -158,3 +158,5 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     assert len(done.stderr.strip().splitlines()) == 1
     done = _learn("one", "-o", "p.gpl", "--strategy", "SO", cwd=tmp_path)
     assert done.returncode == 64 and "size-only does no colour clustering" in done.stderr
+    done = _learn("one", "-o", "p.gpl", "--colours", "8", cwd=tmp_path)
+    assert done.returncode == 64 and "did you mean --colors?" in done.stderr

@@ -27,6 +27,7 @@ from icsd.daemon.executor import NOT_STARTED, WORKER_DIED, Executor, create_exec
 from icsd.daemon.folders import create_folders, hold_lock
 from icsd.daemon.intake import Intake, Skipped, Unreadable
 from icsd.daemon.journal import Journal
+from icsd.daemon.manifest import done_stats
 from icsd.daemon.metrics import Metrics, NullMetrics, create_metrics
 from icsd.daemon.notify import Notifier, WatchdogPinger
 from icsd.daemon.output import remove_stray_temps
@@ -284,7 +285,8 @@ class Service:
         except OSError as exc:
             self._retry_later(task.rel, f"cannot write output {task.output}: {exc.strerror or exc}", task=task)
             return
-        if not self.journal.mark_done(task.rel, task.output, digest=task.version.digest):
+        if not self.journal.mark_done(task.rel, task.output, digest=task.version.digest,
+                                      stats=done_stats(result, self.params)):
             log.info("%s changed while it was processed; the new version is processed next", task.rel)
             return
         if self.scheduler.storage_recovered():

@@ -37,6 +37,7 @@ from icsd.daemon.delivery import (
 from icsd.daemon.executor import NOT_STARTED, WORKER_DIED, Executor, create_executor
 from icsd.daemon.inputs import printable, read_regular, scan_tree
 from icsd.daemon.journal import FileId, Journal, content_digest
+from icsd.daemon.leftovers import reclaim_semaphores
 from icsd.daemon.metrics import Metrics, NullMetrics, create_metrics
 from icsd.daemon.notify import Notifier, WatchdogPinger
 from icsd.daemon.output import output_name, output_names, remove_stray_temps
@@ -130,6 +131,7 @@ class Service:
         stray = sum(remove_stray_temps(root) for root in self._our_roots())
         if stray:
             log.info("removed %d temporary files left by an earlier crash", stray)
+        reclaim_semaphores(state)  # what a kill -9 of an earlier icsd left in /dev/shm
         self.journal = Journal(self.settings.state_path.resolve() / "journal.sqlite3")
         self.metrics = create_metrics(self.settings.metrics_port, self.settings.metrics_host)
         self.metrics.set_runtime_source(lambda: self.tally.runtime)

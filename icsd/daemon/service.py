@@ -138,6 +138,7 @@ class Service:
         executor = self._executor_in_use = self._executor or create_executor(
             self.settings.executor, workers=self.settings.worker_count, scheduler=self.settings.dask_scheduler
         )
+        self.in_flight_limit = max(self.in_flight_limit, getattr(executor, "in_flight_hint", 0))  # dask batches
         watcher = self._watcher = self._start_discovery()
         self._requeue_unfinished()
         notifier = Notifier()
@@ -267,7 +268,7 @@ class Service:
         self.journal.reserve_output(rel, output)
         task = Task(rel, path, output, digest, time.monotonic(), identity_of(info))
         try:
-            future = executor.submit(data, self.params)
+            future = executor.submit(data, self.params, name=rel)
         except Exception as exc:  # an executor that cannot take work now (e.g. cluster unreachable)
             if not self._executor_failed(rel):
                 self._retry_later(rel, path, f"executor refused the job: {exc}")

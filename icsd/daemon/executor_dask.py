@@ -226,23 +226,43 @@ class DaskExecutor:
     # -- batching ---------------------------------------------------------------------------------
 
     def _run_batcher(self) -> None:
-        """Send waiting small images as batches: when a batch is full, or BATCH_WAIT after the first."""
+        """Send waiting small images as batches, Nagle-style: a full batch at once; a partial one only when
+        a worker thread has nothing queued (fewer of our tasks out than threads) and BATCH_WAIT has passed.
+        So batches grow by themselves while the workers are busy, and a lone image waits 4 ms at most."""
         while True:
             with self._wake:
-                while not self._pending and not self._batcher_stop:
-                    self._wake.wait()
-                while (not self._batcher_stop and len(self._pending) < BATCH_IMAGES * self._threads
-                       and (left := self._pending_since + BATCH_WAIT - time.monotonic()) > 0):
-                    self._wake.wait(left)
-                jobs, params, self._pending = self._pending, self._pending_params, []
-                closed = self._batcher_stop
+                while not self._batcher_stop and not self._ready_to_send():
+                    self._wake.wait(self._wait_seconds())
+                pending, params = self._pending, self._pending_params
+                full = len(pending) - len(pending) % BATCH_IMAGES
+                if full and not self._batcher_stop:
+                    jobs, self._pending = pending[:full], pending[full:]  # the rest waits for companions
+                    size = BATCH_IMAGES
+                else:
+                    idle = max(1, self._threads - len(self._jobs))
+                    jobs, self._pending = pending, []
+                    size = max(1, min(BATCH_IMAGES, math.ceil(len(jobs) / idle)))  # a share per idle thread
+                if self._pending:
+                    self._pending_since = time.monotonic()
+                stop = self._batcher_stop
             if jobs and params is not None:
-                # a share each, so a short burst still spreads over every worker
-                size = max(1, min(BATCH_IMAGES, math.ceil(len(jobs) / self._threads)))
                 for start in range(0, len(jobs), size):
                     self._send(jobs[start : start + size], params)
-            if closed:
+            if stop:
                 return
+
+    def _wait_seconds(self) -> float | None:
+        """(lock held) Until the partial batch's BATCH_WAIT ends if a thread is idle; else until notified."""
+        if self._pending and len(self._jobs) < self._threads:
+            return max(0.0, self._pending_since + BATCH_WAIT - time.monotonic())
+        return None
+
+    def _ready_to_send(self) -> bool:
+        """(lock held) A full batch waits, or a partial one may leave (a thread is idle, BATCH_WAIT is over)."""
+        if len(self._pending) >= BATCH_IMAGES:
+            return True
+        return (bool(self._pending) and len(self._jobs) < self._threads
+                and time.monotonic() >= self._pending_since + BATCH_WAIT)
 
     def _send_later(self, jobs: list[_Job]) -> None:
         """(lock held) A batch with other params than the new image's: sent at once, by a short thread."""
@@ -298,8 +318,9 @@ class DaskExecutor:
                 else:
                     _resolve(job.bridge, result=outcome)
         finally:
-            with self._lock:
+            with self._wake:
                 self._jobs.pop(task.key, None)
+                self._wake.notify()  # a thread may be idle now: a partial batch can leave
 
     # -- lost workers ------------------------------------------------------------------------------
 

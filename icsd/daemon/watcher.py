@@ -338,27 +338,26 @@ class Watcher:
         except OSError:
             return
         now = time.monotonic()
-        found: set[str] = set()
         versions = array("q")  # what is there now, 8 bytes a file: the offered versions are cut down to it
         for p, st in self._walk(top):
-            found.add(p)
             versions.append(version_hash(p, _key(st)))
             with self._lock:
                 self._note_stat(p, st, now, reset=False)
         if prune:
-            self._prune(top, found, versions)
+            self._prune(top, versions)
 
     def _walk(self, top: str) -> Iterator[tuple[str, os.stat_result]]:
         """Candidate entries below `top` with their lstat; skips hidden and excluded folders and links."""
         return walk_candidates(top, root=self._root, excluded=self._excluded)
 
-    def _prune(self, top: str, found: set[str], versions: array[int]) -> None:
-        """Forget state for files under `top` (the root) the walk did not find and that are really gone."""
+    def _prune(self, top: str, versions: array[int]) -> None:
+        """Forget offered versions the walk of `top` (the root) did not find, and pending or skipped files that
+        are gone (looked up one by one: there are few, and a set of every path found would cost ~100 bytes a
+        file for the length of the walk)."""
         under = top.rstrip(os.sep) + os.sep
         with self._lock:
             self._seen.retain(versions)
-            known = self._pending.keys() | self._skipped
-            stale = [p for p in known if p not in found and p.startswith(under)]
+            stale = [p for p in self._pending.keys() | self._skipped if p.startswith(under)]
         gone = [p for p in stale if not os.path.lexists(p)]
         with self._lock:
             for p in gone:

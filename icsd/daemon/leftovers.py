@@ -12,14 +12,11 @@ record needs no fsync: /dev/shm does not survive a power loss either.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 from multiprocessing import resource_tracker
 from pathlib import Path
 
 __all__ = ["reclaim_semaphores"]
-
-log = logging.getLogger("icsd")
 
 RECORD_NAME = "semaphores"
 
@@ -30,7 +27,7 @@ _register = resource_tracker.register
 def reclaim_semaphores(state_dir: Path) -> int:
     """Unlink the semaphores an earlier icsd recorded in `state_dir`; record this process's from now on.
 
-    Call once the state folder's lock is held. Returns how many were still there.
+    Call once the state folder's lock is held. Returns how many were still there (the caller logs it).
     """
     global _record
     from _multiprocessing import sem_unlink  # POSIX only, as is the forkserver pool
@@ -47,8 +44,6 @@ def reclaim_semaphores(state_dir: Path) -> int:
     record.write_text("")
     _record = record
     resource_tracker.register = _register_and_record
-    if removed:
-        log.info("removed %d semaphores left in /dev/shm by an icsd that was killed", removed)
     return removed
 
 

@@ -41,7 +41,7 @@ from icsd.daemon.leftovers import reclaim_semaphores
 from icsd.daemon.metrics import Metrics, NullMetrics, create_metrics
 from icsd.daemon.notify import Notifier, WatchdogPinger
 from icsd.daemon.output import output_name, output_names, remove_stray_temps
-from icsd.daemon.progress import Tally, human_duration, image_fields, image_line
+from icsd.daemon.progress import Tally, human_duration, image_fields, image_line, images
 from icsd.errors import EX_SOFTWARE, IcsdError, InputError, TransientError
 from icsd.settings import Settings
 
@@ -83,7 +83,7 @@ class Service:
         self.output_root = settings.output_dir.resolve()
         self.failed_root = settings.failed_path.resolve()
         self.archive_root = settings.archive_dir.resolve() if settings.archive_dir else None
-        self.tally = Tally()
+        self.tally = Tally(grey=self.params.grayscale)
         self.in_flight_limit = 2 * settings.worker_count
         self._executor = executor
         self._events: queue.Queue[tuple] = queue.Queue()
@@ -128,10 +128,8 @@ class Service:
             for lock in self._locks:
                 lock.close()
             raise
-        stray = sum(remove_stray_temps(root) for root in self._our_roots())
-        if stray:
-            log.info("removed %d temporary files left by an earlier crash", stray)
-        reclaim_semaphores(state)  # what a kill -9 of an earlier icsd left in /dev/shm
+        stray = sum(remove_stray_temps(root) for root in self._our_roots())  # logged after the first line
+        semaphores = reclaim_semaphores(state)  # what a kill -9 of an earlier icsd left in /dev/shm
         self.journal = Journal(self.settings.state_path.resolve() / "journal.sqlite3")
         self.metrics = create_metrics(self.settings.metrics_port, self.settings.metrics_host)
         self.metrics.set_runtime_source(lambda: self.tally.runtime)
@@ -157,6 +155,10 @@ class Service:
             self.settings.worker_count,
             executor.name,
         )
+        if stray:
+            log.info("removed %d temporary files left by an earlier crash", stray)
+        if semaphores:
+            log.info("removed %d semaphores left in /dev/shm by an icsd that was killed", semaphores)
         exit_code = 0
         try:
             exit_code = self._loop(executor, watcher)
@@ -196,8 +198,8 @@ class Service:
                 log.error("the folder watcher stopped working (%s); exiting so the service manager restarts icsd",
                           watcher.failure())
                 return EX_SOFTWARE
-        log.info("stopping: no new files are taken; waiting up to %g s for %d images in progress",
-                 self.settings.drain_seconds, len(self._in_flight))
+        log.info("stopping: no new files are taken; waiting up to %g s for %s in progress",
+                 self.settings.drain_seconds, images(len(self._in_flight)))
         return 0
 
     def _idle(self) -> bool:
@@ -379,6 +381,7 @@ class Service:
             seconds=result.seconds,
             tally=self.tally,
             queued=self.queued,
+            grayscale=self.params.grayscale,
         )
         log.info(image_line(fields), extra={"fields": fields})
         for callback in self.on_progress:
@@ -495,11 +498,13 @@ class Service:
             self._storage.probe_now()
             self._flush_held_results()
             if self._held:
-                log.warning("%d finished images could not be saved (%s); they will be processed again on the next "
-                            "start", len(self._held), self._storage.error)
+                log.warning("%d finished %s not be saved (%s); they will be processed again on the next start",
+                            len(self._held), "image could" if len(self._held) == 1 else "images could",
+                            self._storage.error)
             if self._in_flight:
-                log.warning("%d images were still in progress; they will be processed on the next start",
-                            len(self._in_flight))
+                log.warning("%s still in progress; %s processed on the next start",
+                            *(("1 image was", "it will be") if len(self._in_flight) == 1
+                              else (f"{len(self._in_flight)} images were", "they will be")))
                 for rel in self._in_flight:
                     self._give_back(rel, "cut off by the drain bound when icsd stopped")
         finally:  # even if interrupted (a second Ctrl-C): a busy worker left alive would block the exit

@@ -14,17 +14,13 @@ from __future__ import annotations
 import argparse
 import io
 import shutil
-import signal
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from PIL import Image
 
-from bench.smallfiles import _cpu_seconds, _photos, _ProgressCounter, _wait, icsd_command
+from bench.smallfiles import _photos, feed_daemon
 
 HERE = Path(__file__).resolve().parent
 
@@ -48,29 +44,8 @@ def prepare(n: int) -> Path:
 
 def run(n: int, workers: int) -> tuple[float, float, int, bool]:
     """(seconds, main CPU seconds, overflow WARNING lines, still running) for n one-file folders."""
-    source = prepare(n)
-    with tempfile.TemporaryDirectory(prefix="icsd-many-", dir=HERE / "out") as root:
-        input_dir, log_path = Path(root, "in"), Path(root, "log")
-        input_dir.mkdir()
-        command = [*icsd_command(), "run", "--input-dir", str(input_dir), "--output-dir", str(Path(root, "out")),
-                   "--workers", str(workers), "--stable-seconds", "0.3", "--log-level", "INFO"]
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(command, stderr=log, stdout=log, stdin=subprocess.DEVNULL, cwd="/")
-        try:
-            _wait(lambda: b"watching " in log_path.read_bytes(), process, "the daemon to start")
-            cpu = _cpu_seconds(process.pid)
-            started = time.perf_counter()
-            shutil.copytree(source, input_dir, dirs_exist_ok=True)
-            counter = _ProgressCounter(log_path)
-            _wait(lambda: counter.count() >= n, process, f"{n} progress lines", timeout=7200)
-            elapsed = time.perf_counter() - started
-            cpu = _cpu_seconds(process.pid) - cpu
-            alive = process.poll() is None
-        finally:
-            process.send_signal(signal.SIGTERM)
-            process.wait(300)
-        text = log_path.read_text(errors="replace")
-    return elapsed, cpu, text.count("inotify queue overflowed"), alive
+    elapsed, cpu, log, alive = feed_daemon(prepare(n), n, workers=workers, tmp=HERE / "out")
+    return elapsed, cpu, log.count("inotify queue overflowed"), alive
 
 
 def main() -> int:

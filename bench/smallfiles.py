@@ -146,11 +146,20 @@ def run_batch(folder: Path, args: argparse.Namespace, *, dask: str | None = None
 
 def run_daemon(folder: Path, args: argparse.Namespace) -> tuple[float, float]:
     """(seconds from the start of the copy to the last progress line, daemon main-process CPU in that time)."""
-    with tempfile.TemporaryDirectory(prefix="icsd-run-") as root:
+    elapsed, cpu, _log, _alive = feed_daemon(folder, args.n, workers=args.workers, colors=args.colors)
+    return elapsed, cpu
+
+
+def feed_daemon(
+    folder: Path, n: int, *, workers: int, colors: int = 16, tmp: Path | None = None
+) -> tuple[float, float, str, bool]:
+    """Copy `folder` into a fresh `icsd run`'s input; (seconds to the n-th progress line, main-process CPU
+    seconds in that time, the daemon's log, whether it was still running then)."""
+    with tempfile.TemporaryDirectory(prefix="icsd-run-", dir=tmp) as root:
         input_dir, out, log_path = Path(root, "in"), Path(root, "out"), Path(root, "log")
         input_dir.mkdir()
         command = [*icsd_command(), "run", "--input-dir", str(input_dir), "--output-dir", str(out),
-                   "--workers", str(args.workers), "--colors", str(args.colors), "--stable-seconds", "0.3",
+                   "--workers", str(workers), "--colors", str(colors), "--stable-seconds", "0.3",
                    "--log-level", "INFO"]
         with open(log_path, "wb") as log:
             process = subprocess.Popen(command, stderr=log, stdout=log, stdin=subprocess.DEVNULL, cwd="/")
@@ -160,13 +169,14 @@ def run_daemon(folder: Path, args: argparse.Namespace) -> tuple[float, float]:
             started = time.perf_counter()
             shutil.copytree(folder, input_dir, dirs_exist_ok=True)
             counter = _ProgressCounter(log_path)
-            _wait(lambda: counter.count() >= args.n, process, f"{args.n} progress lines", timeout=3600)
+            _wait(lambda: counter.count() >= n, process, f"{n} progress lines", timeout=7200)
             elapsed = time.perf_counter() - started
             cpu = _cpu_seconds(process.pid) - cpu_before
+            alive = process.poll() is None
         finally:
             process.send_signal(signal.SIGTERM)
-            process.wait(120)
-    return elapsed, cpu
+            process.wait(300)
+        return elapsed, cpu, log_path.read_text(errors="replace"), alive
 
 
 class DaskCluster:

@@ -169,7 +169,11 @@ def feed_daemon(
             started = time.perf_counter()
             shutil.copytree(folder, input_dir, dirs_exist_ok=True)
             counter = _ProgressCounter(log_path)
-            _wait(lambda: counter.count() >= n, process, f"{n} progress lines", timeout=7200)
+            try:
+                _wait(lambda: counter.count() >= n, process, f"{n} progress lines", timeout=7200)
+            except SystemExit:
+                print(log_path.read_text(errors="replace")[-4000:], file=sys.stderr)
+                raise
             elapsed = time.perf_counter() - started
             cpu = _cpu_seconds(process.pid) - cpu_before
             alive = process.poll() is None

@@ -125,11 +125,12 @@ class OverflowMonitor:
         self,
         *,
         report_seconds: float = 60.0,
-        storm_count: int = 30,
-        storm_seconds: float = 60.0,
+        storm_count: int = 300,
+        storm_seconds: float = 300.0,
         min_gap: float = 1.0,
     ) -> None:
         self.report_seconds = report_seconds
+        self.storm_count = storm_count
         self.storm_seconds = storm_seconds
         self.min_gap = min_gap
         self.total = 0

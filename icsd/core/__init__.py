@@ -13,12 +13,15 @@ from typing import TYPE_CHECKING, Any
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "BinnedHistogram",
     "CompressParams",
     "CoreError",
     "DecodeError",
     "ImageError",
     "ImageTooLargeError",
+    "HistogramOutcome",
     "JobOutcome",
+    "Palette",
     "ParameterError",
     "Quantized",
     "Resample",
@@ -30,9 +33,12 @@ __all__ = [
     "colors_from_bits",
     "compress",
     "compress_job",
+    "fit_dataset_palette",
     "fit_palette",
+    "histogram_job",
     "merge_histograms",
     "parse_size",
+    "pixels_histogram",
     "preload_strategy",
     "quantize",
 ]
@@ -47,6 +53,14 @@ if TYPE_CHECKING:
         TruncatedImageError,
     )
     from icsd.core.jobs import JobOutcome, Result, compress_job
+    from icsd.core.learning import (
+        BinnedHistogram,
+        HistogramOutcome,
+        fit_dataset_palette,
+        histogram_job,
+        pixels_histogram,
+    )
+    from icsd.core.palette import Palette
     from icsd.core.params import DEFAULT_MAX_PIXELS, CompressParams, Resample, Strategy, colors_from_bits, parse_size
     from icsd.core.pipeline import compress
     from icsd.core.quantization import (
@@ -71,6 +85,11 @@ _HOME = {
     ),
     "compress": "icsd.core.pipeline",
     "preload_strategy": "icsd.core.quantization.registry",
+    **dict.fromkeys(
+        ["BinnedHistogram", "HistogramOutcome", "fit_dataset_palette", "histogram_job", "pixels_histogram"],
+        "icsd.core.learning",
+    ),
+    "Palette": "icsd.core.palette",
     **dict.fromkeys(
         ["Quantized", "apply_palette", "color_histogram", "fit_palette", "merge_histograms", "quantize"],
         "icsd.core.quantization",

@@ -256,3 +256,52 @@ def _resource_tracker(process: psutil.Process) -> bool:
         return any("resource_tracker" in part for part in process.cmdline())
     except psutil.Error:  # exited meanwhile
         return False
+
+
+def test_small_images_travel_several_to_a_task_and_come_back_byte_identical(executor: DaskExecutor) -> None:
+    from distributed import get_task_stream
+
+    images = [encode(name, "JPEG", crop=crop) for name in ("china.jpg", "flower.jpg") for crop in range(40, 136, 16)]
+    params = CompressParams(scale=2, colors=8, seed=2)
+    with get_task_stream(client=executor.client) as stream:
+        futures = [executor.submit(data, params, name=f"img{i}.jpg") for i, data in enumerate(images)]
+        results = outcomes(futures)
+    for data, outcome in zip(images, results, strict=True):
+        assert comparable(outcome) == comparable(in_process(data, params))
+    tasks = [t for t in stream.data if "_compress_on_worker" in str(t.get("key"))]
+    assert 2 <= len(tasks) <= len(images) // 2, f"{len(tasks)} tasks for {len(images)} small images"
+    assert executor.in_flight_hint == 2 * executor_dask.BATCH_IMAGES * 2
+
+
+def test_a_killed_worker_is_one_warning_naming_the_image_and_the_worker(
+    executor: DaskExecutor, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = encode("china.jpg", "JPEG")
+    futures = [executor.submit(data, SLOW, name=f"cam/{i}.jpg") for i in range(2)]  # one task per worker
+    pids = dict(executor.client.run(os.getpid))
+    victim = wait_until(
+        lambda: next((w for w, keys in executor.client.processing().items() if keys), None),
+        timeout=JOB_TIMEOUT, what="a worker to start a task",
+    )
+    os.kill(pids[victim], signal.SIGKILL)
+    outcomes(futures)  # nothing lost: the scheduler ran it again elsewhere
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and victim in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert "was lost while running cam/" in lines[0] and "runs it again" in lines[0]
+    wait_until(lambda: len(executor.worker_pids()) == 2, timeout=JOB_TIMEOUT, what="the nanny to restart it")
+
+
+def test_a_batch_whose_worker_keeps_dying_is_split_so_only_the_culprit_pays(caplog: pytest.LogCaptureFixture) -> None:
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        executor = DaskExecutor("local", workers=1)
+    try:
+        data = encode("china.jpg", "JPEG")
+        futures = [executor.submit(data, SLOW, name=f"{i}.jpg") for i in range(2)]  # small: one task of two
+        (pid,) = executor.worker_pids()
+        wait_until(lambda: any(executor.client.processing().values()), timeout=JOB_TIMEOUT, what="the task")
+        os.kill(pid, signal.SIGKILL)
+        expected = comparable(in_process(data, SLOW))
+        assert [comparable(o) for o in outcomes(futures)] == [expected, expected]
+        assert any("running each of them alone" in r.getMessage() for r in caplog.records)
+    finally:
+        executor.shutdown(cancel=True)

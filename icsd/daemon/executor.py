@@ -40,8 +40,9 @@ class Executor(Protocol):
 
     name: str
 
-    def submit(self, data: bytes, params: CompressParams) -> Future[JobOutcome]:
-        """Start one job; the future never raises for a bad image (see JobOutcome)."""
+    def submit(self, data: bytes, params: CompressParams, *, name: str = "") -> Future[JobOutcome]:
+        """Start one job; the future never raises for a bad image (see JobOutcome). `name` (the image's
+        relative path) is for the executor's own log lines."""
         ...
 
     def healthy(self) -> bool:
@@ -89,7 +90,7 @@ class ProcessExecutor:
         # overlaps with the daemon's own start-up and folder scan instead of delaying image one.
         threading.Thread(target=self._start_workers, name="icsd-pool-start", daemon=True).start()
 
-    def submit(self, data: bytes, params: CompressParams) -> Future[JobOutcome]:
+    def submit(self, data: bytes, params: CompressParams, *, name: str = "") -> Future[JobOutcome]:
         self._probes_sent.wait()  # a pool's first calls are its probes (see failure)
         try:
             future = self._pool.submit(_run_job, data, params)

@@ -3,17 +3,25 @@
 Only bytes and a frozen params object cross the wire, so workers need icsd installed but no shared
 file system. The daemon stays the single watcher, journal owner and writer and consumes each future
 once, so a task the scheduler re-ran on another worker (because its first worker died) is written once.
+
+Small images travel several to a task (up to BATCH_IMAGES, each under SMALL_IMAGE_BYTES): a Dask
+task costs milliseconds of scheduling and round trips, as much as compressing a 640x480 frame, so
+one task per small image ran at half the pool's speed. Submits wait at most BATCH_WAIT seconds for
+companions; a batch never takes more than its share of the pending images, so every worker gets
+work. Large images go alone, in the daemon's largest-first order. See docs/dask.md.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import signal
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import CancelledError, Future, InvalidStateError, wait
 from contextlib import suppress
 from functools import partial
@@ -36,6 +44,20 @@ GATHER_TIMEOUT = 120.0  # bound on fetching one finished result: a stuck fetch b
 # After a failed reconnect, submits fail fast for this long: each attempt blocks the daemon's loop.
 RECONNECT_PAUSE = 30.0
 RECONNECT_TIMEOUT = 2.0  # a scheduler that is back answers at once
+BATCH_IMAGES = 6  # small images per task at most
+SMALL_IMAGE_BYTES = 512 * 1024  # a larger file is a task of its own (its compression dwarfs the overhead)
+BATCH_WAIT = 0.004  # seconds a submit waits for companions before its batch leaves anyway
+
+
+class _Job:
+    """One image on its way: its bytes (until sent), its name for log lines, and the daemon's future."""
+
+    __slots__ = ("bridge", "data", "name")
+
+    def __init__(self, data: bytes, name: str, bridge: Future[JobOutcome]) -> None:
+        self.data: bytes | None = data
+        self.name = name
+        self.bridge = bridge
 
 
 class DaskExecutor:
@@ -57,7 +79,12 @@ class DaskExecutor:
         self.workers = workers
         self._connect_timeout = connect_timeout
         self._lock = threading.Lock()
-        self._jobs: dict[str, tuple[DaskFuture, Future[JobOutcome]]] = {}
+        self._jobs: dict[str, tuple[DaskFuture, list[_Job]]] = {}  # by task key
+        self._wake = threading.Condition(self._lock)
+        self._pending: list[_Job] = []  # small images waiting for companions (sent by the batcher thread)
+        self._pending_params: CompressParams | None = None
+        self._pending_since = 0.0
+        self._batcher_stop = False  # set by shutdown: the batcher sends what waits, then ends
         self._closed = False
         self._next_reconnect = 0.0
         self._cluster: LocalCluster | None = None
@@ -73,19 +100,35 @@ class DaskExecutor:
             self._client = self._connect()
             if not self._client.nthreads():
                 log.warning("dask scheduler %s has no workers yet; jobs wait until one joins", scheduler)
+        self._threads = max(workers, sum(self._client.nthreads().values()), 1)
+        self._watch_workers(self._client)
+        self._batcher = threading.Thread(target=self._run_batcher, name="icsd-dask-batcher", daemon=True)
+        self._batcher.start()
 
-    def submit(self, data: bytes, params: CompressParams) -> Future[JobOutcome]:
-        client = self._live_client()
+    @property
+    def in_flight_hint(self) -> int:
+        """Images the daemon should keep in flight: two full batches per worker thread, so a worker never
+        waits for the round trip of its next task (the process pool needs only 2 per worker)."""
+        return 2 * BATCH_IMAGES * self._threads
+
+    def submit(self, data: bytes, params: CompressParams, *, name: str = "") -> Future[JobOutcome]:
+        """`name` (the image's relative path) only appears in log lines about lost workers."""
+        self._live_client()  # a lost scheduler refuses the job now, not after the batch wait
         bridge: Future[JobOutcome] = Future()
         bridge.set_running_or_notify_cancel()  # the daemon never cancels a job; cancel() becomes a no-op
-        # One image is one task carrying its own bytes: the intended shape, so a large photo is no
-        # reason for Dask's "large graph" warning. retries=0: compress_job reports bad images in its
-        # outcome, and anything it raises is retried by the daemon with backoff and attempt counting.
-        with dask.config.set({"distributed.admin.large-graph-warning-threshold": "2GiB"}):
-            task = client.submit(_compress_on_worker, data, params, pure=False, retries=0)
-        with self._lock:
-            self._jobs[task.key] = (task, bridge)
-        task.add_done_callback(partial(self._settle, bridge))
+        job = _Job(data, name or f"{len(data)}-byte image", bridge)
+        if len(data) >= SMALL_IMAGE_BYTES:
+            self._send([job], params)
+            return bridge
+        with self._wake:
+            if self._pending and self._pending_params != params:
+                batch, self._pending = self._pending, []
+                self._send_later(batch)
+            if not self._pending:
+                self._pending_since = time.monotonic()
+            self._pending.append(job)
+            self._pending_params = params
+            self._wake.notify()
         return bridge
 
     def healthy(self) -> bool:
@@ -103,25 +146,36 @@ class DaskExecutor:
         return None
 
     def stop_starting(self) -> None:
-        """Nothing: a client cannot tell a task a worker has begun from a queued one without a scheduler
-        round trip per task, so queued tasks may still start during the drain; its bound then cancels them."""
+        """Images still waiting for companions end now (never sent). Tasks already sent may still start:
+        a client cannot tell a task a worker has begun from a queued one without a scheduler round trip
+        per task; the drain bound then cancels them."""
+        with self._wake:
+            batch, self._pending = self._pending, []
+        for job in batch:
+            _resolve(job.bridge, error=CancelledError())
 
     def shutdown(self, *, cancel: bool) -> None:
-        with self._lock:
-            if self._closed:
+        with self._wake:
+            if self._batcher_stop:
                 return
+            self._batcher_stop = True
+            self._wake.notify()
+        self._batcher.join()  # sends what was waiting for companions
+        with self._lock:
             self._closed = True
-            jobs = list(self._jobs.values())
+            tasks = list(self._jobs.values())
+        bridges = [job.bridge for _, jobs in tasks for job in jobs]
         if cancel:
             with suppress(Exception):  # an already lost scheduler has nothing left to cancel
-                self._client.cancel([task for task, _ in jobs])
+                self._client.cancel([task for task, _ in tasks])
         else:
-            wait([bridge for _, bridge in jobs])
+            wait(bridges)
         with suppress(Exception):
+            self._client.unsubscribe_topic("all")  # else the scheduler logs a CRITICAL line about our closed comm
             self._client.close()
         if self._cluster is not None:
             self._cluster.close()
-        for _, bridge in jobs:  # callbacks that never ran after the close still owe the daemon an answer
+        for bridge in bridges:  # callbacks that never ran after the close still owe the daemon an answer
             _resolve(bridge, error=TransientError("the dask executor shut down before this image finished"))
 
     @property
@@ -157,6 +211,7 @@ class DaskExecutor:
             except Exception as exc:
                 self._next_reconnect = time.monotonic() + RECONNECT_PAUSE
                 raise TransientError(f"dask scheduler {self.scheduler} is unreachable: {exc}") from None
+            self._watch_workers(self._client)
             log.info("reconnected to dask scheduler %s", self.scheduler)
         return self._client
 
@@ -169,24 +224,128 @@ class DaskExecutor:
                 pass
         return Client(self.scheduler, timeout=timeout, set_as_default=False)
 
-    def _settle(self, bridge: Future[JobOutcome], task: DaskFuture) -> None:
-        """Runs in Dask's callback thread: fetch the outcome, or turn engine failures into retries."""
+    # -- batching ---------------------------------------------------------------------------------
+
+    def _run_batcher(self) -> None:
+        """Send waiting small images as batches, Nagle-style: a full batch at once; a partial one only when
+        a worker thread has nothing queued (fewer of our tasks out than threads) and BATCH_WAIT has passed.
+        So batches grow by themselves while the workers are busy, and a lone image waits 4 ms at most."""
+        while True:
+            with self._wake:
+                while not self._batcher_stop and not self._ready_to_send():
+                    self._wake.wait(self._wait_seconds())
+                pending, params = self._pending, self._pending_params
+                full = len(pending) - len(pending) % BATCH_IMAGES
+                if full and not self._batcher_stop:
+                    jobs, self._pending = pending[:full], pending[full:]  # the rest waits for companions
+                    size = BATCH_IMAGES
+                else:
+                    idle = max(1, self._threads - len(self._jobs))
+                    jobs, self._pending = pending, []
+                    size = max(1, min(BATCH_IMAGES, math.ceil(len(jobs) / idle)))  # a share per idle thread
+                if self._pending:
+                    self._pending_since = time.monotonic()
+                stop = self._batcher_stop
+            if jobs and params is not None:
+                for start in range(0, len(jobs), size):
+                    self._send(jobs[start : start + size], params)
+            if stop:
+                return
+
+    def _wait_seconds(self) -> float | None:
+        """(lock held) Until the partial batch's BATCH_WAIT ends if a thread is idle; else until notified."""
+        if self._pending and len(self._jobs) < self._threads:
+            return max(0.0, self._pending_since + BATCH_WAIT - time.monotonic())
+        return None
+
+    def _ready_to_send(self) -> bool:
+        """(lock held) A full batch waits, or a partial one may leave (a thread is idle, BATCH_WAIT is over)."""
+        if len(self._pending) >= BATCH_IMAGES:
+            return True
+        return (bool(self._pending) and len(self._jobs) < self._threads
+                and time.monotonic() >= self._pending_since + BATCH_WAIT)
+
+    def _send_later(self, jobs: list[_Job]) -> None:
+        """(lock held) A batch with other params than the new image's: sent at once, by a short thread."""
+        params = self._pending_params
+        assert params is not None
+        threading.Thread(target=self._send, args=(jobs, params), daemon=True).start()
+
+    def _send(self, jobs: list[_Job], params: CompressParams) -> None:
+        """One task for `jobs`; a refused submit (lost scheduler) becomes a retry for each image."""
+        datas = [job.data for job in jobs]
+        for job in jobs:
+            job.data = None  # the task holds the bytes now
         try:
-            outcome = task.result(timeout=GATHER_TIMEOUT)
-        except KilledWorker as exc:
-            _resolve(bridge, error=TransientError(f"dask workers kept dying while running this image: {exc}"))
-        except (CancelledError, asyncio.CancelledError) as exc:
-            _resolve(bridge, error=TransientError(f"dask cancelled the job: {exc}"))
+            client = self._live_client()
+            # A task carries its own bytes: the intended shape, so a large photo is no reason for Dask's
+            # "large graph" warning. retries=0: compress_job reports bad images in its outcome, and anything
+            # it raises is retried by the daemon with backoff and attempt counting.
+            with dask.config.set({"distributed.admin.large-graph-warning-threshold": "2GiB"}):
+                task = client.submit(_compress_on_worker, datas, params, pure=False, retries=0)
         except Exception as exc:
-            if task.status == "error":  # compress_job itself raised: pass it on, as the process pool does
-                _resolve(bridge, error=exc)
+            error = exc if isinstance(exc, TransientError) else TransientError(f"dask refused the job: {exc}")
+            for job in jobs:
+                _resolve(job.bridge, error=error)
+            return
+        with self._lock:
+            self._jobs[task.key] = (task, jobs)
+        task.add_done_callback(partial(self._settle, jobs, params, datas))
+
+    def _settle(self, jobs: list[_Job], params: CompressParams, datas: list[bytes], task: DaskFuture) -> None:
+        """Runs in Dask's callback thread: fetch the outcomes, or turn engine failures into retries."""
+        try:
+            outcomes = task.result(timeout=GATHER_TIMEOUT)
+        except KilledWorker as exc:
+            if len(jobs) > 1:  # one of them may be what kills workers: each alone, so only it pays
+                log.warning("dask workers kept dying while running %s; running each of them alone",
+                            _names(jobs))
+                for job, data in zip(jobs, datas, strict=True):
+                    job.data = data
+                    self._send([job], params)
+                return
+            _fail_all(jobs, TransientError(f"dask workers kept dying while running this image: {exc}"))
+        except (CancelledError, asyncio.CancelledError) as exc:
+            _fail_all(jobs, TransientError(f"dask cancelled the job: {exc}"))
+        except Exception as exc:
+            if task.status == "error":  # the batch function itself raised: pass it on, as the pool does
+                _fail_all(jobs, exc)
             else:
-                _resolve(bridge, error=TransientError(f"could not fetch the result from dask: {exc!r}"))
+                _fail_all(jobs, TransientError(f"could not fetch the result from dask: {exc!r}"))
         else:
-            _resolve(bridge, result=outcome)
+            for job, outcome in zip(jobs, outcomes, strict=True):
+                if isinstance(outcome, BaseException):  # compress_job raised for this image
+                    _resolve(job.bridge, error=outcome)
+                else:
+                    _resolve(job.bridge, result=outcome)
         finally:
-            with self._lock:
+            with self._wake:
                 self._jobs.pop(task.key, None)
+                self._wake.notify()  # a thread may be idle now: a partial batch can leave
+
+    # -- lost workers ------------------------------------------------------------------------------
+
+    def _watch_workers(self, client: Client) -> None:
+        """Subscribe to the scheduler's worker-removal events: a lost worker is one WARNING per task of ours."""
+        with suppress(Exception):  # diagnostics only: a scheduler that refuses costs us no image
+            client.subscribe_topic("all", self._on_cluster_event)
+
+    def _on_cluster_event(self, event: tuple[float, dict]) -> None:
+        """Runs on the client's event loop: look up our tasks the removed worker held; log; nothing else."""
+        _, msg = event
+        if not isinstance(msg, dict) or msg.get("action") != "remove-worker":
+            return
+        worker = msg.get("worker", "?")
+        expected = " (retired)" if msg.get("expected") else ""
+        with self._lock:
+            running = [self._jobs[k][1] for k in msg.get("processing-tasks", ()) if k in self._jobs]
+            unfetched = [self._jobs[k][1] for k in msg.get("lost-computed-tasks", ()) if k in self._jobs]
+        for jobs in running:
+            log.warning("dask worker %s%s was lost while running %s; the scheduler runs it again on another "
+                        "worker", worker, expected, _names(jobs))
+        for jobs in unfetched:
+            log.warning("dask worker %s%s was lost holding the result of %s before icsd fetched it; the "
+                        "scheduler computes it again", worker, expected, _names(jobs))
 
 
 class _LocalWorkerSetup(WorkerPlugin):
@@ -201,8 +360,10 @@ class _LocalWorkerSetup(WorkerPlugin):
 _thread_state = threading.local()
 
 
-def _compress_on_worker(data: bytes, params: CompressParams) -> JobOutcome:
-    """compress_job with one BLAS/OpenMP thread per task thread, so N task threads use N cores.
+def _compress_on_worker(datas: Sequence[bytes], params: CompressParams) -> list[JobOutcome | BaseException]:
+    """compress_job for each image, with one BLAS/OpenMP thread per task thread, so N task threads use N
+    cores. An exception from one image (compress_job reports bad images in its outcome, so this is rare)
+    is returned in its place: the others of the batch are not lost with it.
 
     Nannies already export OMP_NUM_THREADS=1 and friends, but a worker started without one does not;
     OpenMP limits are per calling thread, hence once per task thread rather than once per process.
@@ -210,7 +371,13 @@ def _compress_on_worker(data: bytes, params: CompressParams) -> JobOutcome:
     if not getattr(_thread_state, "limited", False):
         limit_native_threads()
         _thread_state.limited = True
-    return compress_job(data, params)
+    outcomes: list[JobOutcome | BaseException] = []
+    for data in datas:
+        try:
+            outcomes.append(compress_job(data, params))
+        except Exception as exc:
+            outcomes.append(exc)
+    return outcomes
 
 
 def _start_local_cluster(workers: int) -> LocalCluster:
@@ -223,6 +390,16 @@ def _start_local_cluster(workers: int) -> LocalCluster:
         processes=True,
         dashboard_address="127.0.0.1:0",
     )
+
+
+def _names(jobs: Sequence[_Job], shown: int = 4) -> str:
+    names = ", ".join(job.name for job in jobs[:shown])
+    return names + (f" and {len(jobs) - shown} more" if len(jobs) > shown else "")
+
+
+def _fail_all(jobs: Sequence[_Job], error: BaseException) -> None:
+    for job in jobs:
+        _resolve(job.bridge, error=error)
 
 
 def _resolve(

@@ -190,7 +190,7 @@ class Journal:
         if version.digest is None:
             raise ValueError(f"claim needs the digest of {version.rel!r}: read the file first")
         now = time.time()
-        with self._write() as db:
+        with self._write(durable=False) as db:
             row = db.execute("SELECT size, digest, state FROM files WHERE rel = ?", (version.rel,)).fetchone()
             if row is None:
                 db.execute(
@@ -220,7 +220,7 @@ class Journal:
 
     def reserve_output(self, rel: str, output: str) -> None:
         """Record the intended output path before writing it, so `output_owner` sees it even after a crash."""
-        with self._write() as db:
+        with self._write(durable=False) as db:
             _require(db.execute("UPDATE files SET output = ? WHERE rel = ?", (output, rel)), rel)
 
     def mark_done(
@@ -236,7 +236,7 @@ class Journal:
 
     def mark_pending(self, rel: str, error: str) -> int:
         """Record a transient failure: back to PENDING for a retry. Returns the attempts made so far."""
-        with self._write() as db:
+        with self._write(durable=False) as db:
             cur = db.execute(
                 "UPDATE files SET state = ?, error = ?, updated = ? WHERE rel = ? RETURNING attempts",
                 (State.PENDING.value, error, time.time(), rel),
@@ -249,7 +249,7 @@ class Journal:
     def unclaim(self, rel: str, reason: str) -> None:
         """Give back a claim whose attempt never ran (the workers could not start): PENDING again, with the
         reason, and the attempt `claim` counted taken back, so a broken installation fails no image."""
-        with self._write() as db:
+        with self._write(durable=False) as db:
             _require(
                 db.execute(
                     "UPDATE files SET state = ?, error = ?, attempts = MAX(attempts - 1, 0), updated = ?"
@@ -261,7 +261,7 @@ class Journal:
 
     def forget(self, rel: str) -> None:
         """Drop the row (the input vanished before it was processed). Unknown paths are fine."""
-        with self._write() as db:
+        with self._write(durable=False) as db:
             db.execute("DELETE FROM files WHERE rel = ?", (rel,))
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -298,12 +298,17 @@ class Journal:
             db.execute("PRAGMA query_only = ON")
             return
         # WAL: readers never block the writer and vice versa; a killed writer leaves no torn pages.
-        # synchronous=FULL: a committed DONE survives power loss too (one fsync per commit, which is
-        # negligible next to compressing an image; NORMAL could silently redo the last few files).
+        # Durability per transaction (see _write): DONE and FAILED commit with synchronous=FULL (the WAL is
+        # fsynced: they survive power loss, and only then is an original deleted or archived); claims,
+        # reservations and retries commit with NORMAL (no fsync: they survive a killed process, not a
+        # power loss). A FULL commit fsyncs the WAL up to itself, so every earlier NORMAL commit becomes
+        # durable with it. A power loss can so only undo what came after the last DONE/FAILED: a claim
+        # (the file is redone), a reservation (the output, if written, is rewritten), a retry count.
         mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise SettingsError(f"journal {self.path}: SQLite refused WAL mode ({mode}); use a local state folder")
         db.execute("PRAGMA synchronous = FULL")
+        self._durable = True
         if version < SCHEMA_VERSION:
             with self._write() as tx:
                 if version == 0:  # a new journal: the first schema, then every step below
@@ -317,16 +322,21 @@ class Journal:
                 tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
         """One IMMEDIATE transaction: all or nothing, even if the process dies halfway.
 
-        Busy, full-disk and I/O errors become TransientError (retry later); anything else is a bug.
+        `durable`: its commit fsyncs the WAL (survives power loss); else it survives a killed process only
+        (two of a file's three commits: measured in docs/scale.md). Busy, full-disk and I/O errors become
+        TransientError (retry later); anything else is a bug.
         """
         if self.readonly:
             raise PermissionError(f"journal {self.path} is open read-only")
         with self._lock:
             db = self._db
             try:
+                if durable != self._durable:  # outside a transaction: SQLite ignores it inside one
+                    db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+                    self._durable = durable
                 db.execute("BEGIN IMMEDIATE")
                 try:
                     yield db

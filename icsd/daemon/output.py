@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import itertools
 import json
 import os
@@ -95,9 +96,16 @@ def safe_join(root: Path, rel: str) -> Path:
     if not parts or PurePosixPath(rel).is_absolute() or any(part in ("..", "") for part in parts):
         raise ValueError(f"unsafe relative path {rel!r}")
     path = root.joinpath(*parts)
-    if not path.resolve().is_relative_to(root.resolve()):
+    if not path.resolve().is_relative_to(_resolved(root)):
         raise ValueError(f"path {rel!r} escapes {root}")
     return path
+
+
+@functools.lru_cache(maxsize=16)
+def _resolved(root: Path) -> Path:
+    """root.resolve(), once per root: ~4 lstat calls per output saved. Safe if the root is later replaced by a
+    link: paths resolved through the new link no longer fall under the old real root, and are refused."""
+    return root.resolve()
 
 
 def write_atomic(root: Path, rel: str, data: bytes, *, replace: bool = True) -> Path:
@@ -189,17 +197,20 @@ def _install(
     `like`: copy that file's mode and times (a moved original keeps them); otherwise 0644 less umask.
     `replace=False`: hard-link instead of rename, which fails with FileExistsError rather than replace.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
+    try:
+        fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
+    except FileNotFoundError:  # the folder's first file (mkdir first on every file: 2 syscalls more each)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             fill(handle)
             handle.flush()
+            if like is None:
+                os.fchmod(handle.fileno(), 0o644 & ~_UMASK)  # before the fsync: the mode is synced with the data
             os.fsync(handle.fileno())
         if like is not None:
             shutil.copystat(like, temp)
-        else:
-            os.chmod(temp, 0o644 & ~_UMASK)
         if replace:
             os.replace(temp, target)
         else:

@@ -27,6 +27,7 @@ from icsd.daemon.executor import NOT_STARTED, WORKER_DIED, Executor, create_exec
 from icsd.daemon.folders import create_folders, hold_lock
 from icsd.daemon.intake import Intake, Skipped, Unreadable
 from icsd.daemon.journal import Journal
+from icsd.daemon.leftovers import reclaim_semaphores
 from icsd.daemon.manifest import done_stats
 from icsd.daemon.metrics import Metrics, NullMetrics, create_metrics
 from icsd.daemon.notify import Notifier, WatchdogPinger
@@ -125,6 +126,7 @@ class Service:
         stack.enter_context(hold_lock(self.output_root / ".icsd" / "output.lock", f"the output folder "
                                       f"{self.output_root}"))
         stray = sum(remove_stray_temps(root) for root in self._our_roots())  # logged after the first line
+        semaphores = reclaim_semaphores(state)  # what a kill -9 of an earlier icsd left in /dev/shm
         self.journal = stack.enter_context(Journal(state / "journal.sqlite3"))
         self.intake = Intake(self.journal, input_root=self.input_root, output_root=self.output_root)
         self.metrics = create_metrics(settings.metrics_port, settings.metrics_host)
@@ -132,6 +134,8 @@ class Service:
         self.metrics.set_runtime_source(lambda: self.tally.runtime)
         executor = self._executor = create_executor(settings.executor, workers=settings.worker_count,
                                                     scheduler=settings.dask_scheduler)
+        # Dask batches several small images per task: its window is wider than the pool's.
+        self.scheduler.window = max(self.scheduler.window, getattr(executor, "in_flight_hint", 0))
         stack.callback(self._drain, executor)
         watcher = None
         if self.mode == "batch":
@@ -153,6 +157,8 @@ class Service:
                  settings.worker_count, executor.name)
         if stray:
             log.info("removed %d temporary files left by an earlier crash", stray)
+        if semaphores:
+            log.info("removed %d semaphores left in /dev/shm by an icsd that was killed", semaphores)
         return executor, watcher
 
     # -- the coordinator loop -----------------------------------------------------------------
@@ -215,7 +221,7 @@ class Service:
             return
         task = admission.task
         try:
-            future = executor.submit(admission.data, self.params)
+            future = executor.submit(admission.data, self.params, name=rel)
         except Exception as exc:  # an executor that cannot take work now (e.g. cluster unreachable)
             if self._executor_failed(rel):
                 self.scheduler.not_started(rel)

@@ -2,10 +2,11 @@
 
 Three sources feed one stability tracker: a startup scan, watchdog events (inotify, or polling on
 network/FUSE file systems where inotify misses remote changes) and a periodic rescan that catches
-lost events. A file is offered once, after its (size, mtime, inode) stayed unchanged and no write
-event arrived for `stable_seconds`; only a later change offers it again. Nothing here opens an
-input or follows a link: entries are classified with lstat, and symlinks, FIFOs, sockets and
-devices are reported through `on_skip` instead.
+lost events (also run, rate-bounded, after an inotify queue overflow: see inotify_source.py). A
+file is offered once, after its (size, mtime, inode) stayed unchanged and no write event arrived
+for `stable_seconds`; only a later change offers it again. Nothing here opens an input or follows
+a link: entries are classified with lstat, and symlinks, FIFOs, sockets and devices are reported
+through `on_skip` instead.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import stat
 import threading
 import time
+from array import array
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +28,9 @@ from watchdog.observers.polling import PollingObserverVFS
 from watchdog.utils import UnsupportedLibcError
 
 from icsd.daemon.identity import FileVersion
+from icsd.daemon.inotify_source import OverflowMonitor
 from icsd.daemon.inputs import is_candidate_name, remote_fs_type, unusable_reason, walk_candidates
+from icsd.daemon.seen import SeenVersions, version_hash
 from icsd.errors import SettingsError
 
 __all__ = ["Watcher"]
@@ -84,7 +88,8 @@ class Watcher:
 
         self._lock = threading.Lock()
         self._pending: dict[str, _Candidate] = {}
-        self._seen: dict[str, FileVersion] = {}
+        self._seen = SeenVersions()  # hashes of the versions offered: 8 bytes per file present, see seen.py
+        self.overflows = OverflowMonitor()
         self._skipped: set[str] = set()
         self._skips: list[tuple[str, str]] = []  # on_skip reports waiting for the ticker
         self._dirty_dirs: set[str] = set()
@@ -170,7 +175,7 @@ class Watcher:
             return f"{self._mode} observer thread died"
         if not all(emitter.is_alive() for emitter in list(observer.emitters)):
             return self._root_failure() or f"{self._mode} event emitter stopped"
-        return self._root_failure()
+        return self._root_failure() or self.overflows.storm(time.monotonic())
 
     def rescan(self) -> None:
         """Walk the tree now: finds files whose events were lost; forgets files that are gone."""
@@ -179,9 +184,14 @@ class Watcher:
     def forget(self, path: Path | str) -> None:
         """Drop what the watcher knows about `path`: if it is still there, the next rescan offers it again."""
         p = os.path.abspath(path)
+        try:
+            offered: int | None = _stat_hash(p, os.lstat(p))
+        except OSError:
+            offered = None  # gone: its version is dropped by the next full rescan
         with self._lock:
             self._pending.pop(p, None)
-            self._seen.pop(p, None)
+            if offered is not None:
+                self._seen.discard(offered)
             self._skipped.discard(p)
 
     # -- events (observer thread) ----------------------------------------------------------------
@@ -203,7 +213,23 @@ class Watcher:
             if p and self._inside(p) and is_candidate_name(os.path.basename(p)):
                 self._note_path(p, now, reset=kind != "deleted")
 
+    def _note_overflow(self) -> None:
+        """inotify reader thread: events were lost. The ticker rescans (bounded) and reports (rate-limited)."""
+        self.overflows.note(time.monotonic())
+
     # -- ticker thread ---------------------------------------------------------------------------
+
+    def _after_overflows(self, now: float) -> None:
+        """Recover what an overflow lost with our own walk of the tree; one WARNING a minute at most."""
+        if self.overflows.take_rescan(now):
+            self.rescan()
+            self.overflows.rescanned(now, time.monotonic() - now)
+        count = self.overflows.take_report(now)
+        if count:
+            log.warning(
+                "inotify queue overflowed %d time%s (%d since start): events were lost, so icsd rescans the "
+                "input folder (watches kept; nothing is missed). A larger fs.inotify.max_queued_events makes "
+                "this rarer: see docs/scale.md", count, "" if count == 1 else "s", self.overflows.total)
 
     def _run_ticker(self) -> None:
         try:
@@ -212,6 +238,7 @@ class Watcher:
                 if time.monotonic() >= next_rescan:
                     self.rescan()
                     next_rescan = time.monotonic() + self._rescan_seconds
+                self._after_overflows(time.monotonic())
                 self._tick(time.monotonic())
         except BaseException as exc:  # recorded for healthy(); the daemon exits and systemd restarts it
             self._ticker_error = repr(exc)
@@ -240,7 +267,7 @@ class Watcher:
                     self._drop(p)
                 elif stat.S_ISREG(st.st_mode) and key.same_stat(st):
                     del self._pending[p]
-                    self._seen[p] = key
+                    self._seen.add(_version_hash(p, key))
                     ready.append((p, key))
                 else:
                     self._note_stat(p, st, now, reset=False)  # changed since last look: quiet period restarts
@@ -252,8 +279,7 @@ class Watcher:
         for p, key in ready:
             if not self._call(self._on_ready, Path(p)):
                 with self._lock:
-                    if self._seen.get(p) == key:
-                        del self._seen[p]  # offer again on the next change or rescan
+                    self._seen.discard(_version_hash(p, key))  # offer again on the next change or rescan
 
     def _call(self, fn: Callable[..., None], *args: object) -> bool:
         try:
@@ -284,7 +310,6 @@ class Watcher:
         reason = unusable_reason(rel, st.st_mode)
         if reason is not None:
             self._pending.pop(p, None)
-            self._seen.pop(p, None)
             if not stat.S_ISDIR(st.st_mode) and p not in self._skipped:
                 self._skipped.add(p)
                 self._skips.append((p, reason))
@@ -297,12 +322,12 @@ class Watcher:
                 cand.key, cand.since = key, now
             elif reset:
                 cand.since = max(cand.since, now)
-        elif self._seen.get(p) != key:
+        elif _version_hash(p, key) not in self._seen:
             self._pending[p] = _Candidate(key, now)
 
     def _drop(self, p: str) -> None:
+        """Forget a file that is gone (its offered version is dropped by the next full rescan)."""
         self._pending.pop(p, None)
-        self._seen.pop(p, None)
         self._skipped.discard(p)
 
     # -- scanning (any thread; takes the lock per entry) -----------------------------------------
@@ -314,24 +339,26 @@ class Watcher:
         except OSError:
             return
         now = time.monotonic()
-        found: set[str] = set()
+        versions = array("q")  # what is there now, 8 bytes a file: the offered versions are cut down to it
         for p, st in self._walk(top):
-            found.add(p)
+            versions.append(_stat_hash(p, st))
             with self._lock:
                 self._note_stat(p, st, now, reset=False)
         if prune:
-            self._prune(top, found)
+            self._prune(top, versions)
 
     def _walk(self, top: str) -> Iterator[tuple[str, os.stat_result]]:
         """Candidate entries below `top` with their lstat; skips hidden and excluded folders and links."""
         return walk_candidates(top, root=self._root, excluded=self._excluded)
 
-    def _prune(self, top: str, found: set[str]) -> None:
-        """Forget state for files under `top` the walk did not find and that are really gone."""
+    def _prune(self, top: str, versions: array[int]) -> None:
+        """Forget offered versions the walk of `top` (the root) did not find, and pending or skipped files that
+        are gone (looked up one by one: there are few, and a set of every path found would cost ~100 bytes a
+        file for the length of the walk)."""
         under = top.rstrip(os.sep) + os.sep
         with self._lock:
-            known = self._pending.keys() | self._seen.keys() | self._skipped
-            stale = [p for p in known if p not in found and p.startswith(under)]
+            self._seen.retain(versions)
+            stale = [p for p in self._pending.keys() | self._skipped if p.startswith(under)]
         gone = [p for p in stale if not os.path.lexists(p)]
         with self._lock:
             for p in gone:
@@ -344,7 +371,7 @@ class Watcher:
         handler = _Handler(self._on_event)
         if self._mode == "inotify":
             try:
-                return _schedule_and_start(_inotify_observer(), handler, self._watch_root)
+                return _schedule_and_start(_inotify_observer(self._note_overflow), handler, self._watch_root)
             except OSError as exc:
                 if exc.errno not in (errno.ENOSPC, errno.EMFILE):
                     raise SettingsError(f"cannot watch input folder {self._root}: {exc}") from exc
@@ -411,12 +438,12 @@ class _Handler(FileSystemEventHandler):
             log.exception("watcher could not handle %r", event)
 
 
-def _inotify_observer() -> BaseObserver:
+def _inotify_observer(on_overflow: Callable[[], None]) -> BaseObserver:
     try:
-        from watchdog.observers.inotify import InotifyObserver
+        from icsd.daemon.inotify_source import SteadyInotifyObserver
     except (ImportError, UnsupportedLibcError) as exc:  # not Linux, or a libc without inotify
         raise ImportError(str(exc)) from exc
-    return InotifyObserver()
+    return SteadyInotifyObserver(on_overflow)
 
 
 def _schedule_and_start(observer: BaseObserver, handler: _Handler, path: str) -> BaseObserver:
@@ -429,3 +456,10 @@ def _schedule_and_start(observer: BaseObserver, handler: _Handler, path: str) ->
     return observer
 
 
+def _stat_hash(p: str, st: os.stat_result) -> int:
+    """The offered-version hash of the file `st` describes (seen.version_hash)."""
+    return version_hash(p, (st.st_size, st.st_mtime_ns, st.st_ino))
+
+
+def _version_hash(p: str, version: FileVersion) -> int:
+    return version_hash(p, (version.size, version.mtime_ns, version.inode))

@@ -1,0 +1,175 @@
+"""inotify queue overflows: a real overflow of the kernel queue, repeated ones, a storm; the seen-set.
+
+A real overflow is made in-process without touching the kernel's limits: the test holds the reader
+thread's lock (it blocks before handling what it read) and makes more events than
+fs.inotify.max_queued_events while the reader cannot drain the queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+from watchdog.observers.inotify_c import InotifyConstants, InotifyEvent
+
+from icsd.daemon.inotify_source import OverflowMonitor
+from icsd.daemon.seen import SeenVersions
+from icsd.daemon.watcher import Watcher
+from tests.harness import wait_until
+
+OVERFLOW = InotifyEvent(-1, InotifyConstants.IN_Q_OVERFLOW, 0, b"")
+QUEUE_LIMIT = Path("/proc/sys/fs/inotify/max_queued_events")
+
+
+class Offered:
+    def __init__(self) -> None:
+        self.paths: list[Path] = []
+
+    def __call__(self, path: Path) -> None:
+        self.paths.append(path)
+
+
+def _watcher(root: Path, offered: Offered) -> Watcher:
+    w = Watcher(root, offered, stable_seconds=0.05, rescan_seconds=3600.0, polling=False)
+    w.start()
+    assert w.mode == "inotify"
+    return w
+
+
+def _warnings(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and text in r.getMessage()]
+
+
+def test_a_real_overflow_keeps_the_watches_finds_the_lost_files_and_warns_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    limit = int(QUEUE_LIMIT.read_text()) if QUEUE_LIMIT.exists() else 0
+    if not 0 < limit <= 200_000:
+        pytest.skip(f"fs.inotify.max_queued_events is {limit or 'unknown'}: too many events to make here")
+    caplog.set_level(logging.WARNING)
+    root = tmp_path / "in"
+    for i in range(200):
+        (root / f"old{i}").mkdir(parents=True)
+    noise = [root / "a.txt", root / "b.txt"]
+    for path in noise:
+        path.write_bytes(b"x")
+    offered = Offered()
+    w = _watcher(root, offered)
+    try:
+        fd = w._observer.inotify_fd  # type: ignore[union-attr]
+        watches_before = set(fd._watch_for_wd)
+        with fd._lock:  # the reader blocks: the kernel queue fills and overflows
+            for i in range(limit + 1000):
+                os.utime(noise[i % 2])  # alternating files: the kernel cannot coalesce them
+            lost = root / "lost" / "deep"
+            lost.mkdir(parents=True)  # its IN_CREATE is dropped: the queue is full
+            (lost / "x.jpg").write_bytes(b"lost event")
+        assert wait_until(lambda: lost / "x.jpg" in offered.paths, timeout=30, what="x.jpg found by the rescan")
+        assert w.overflows.total == 1
+        assert watches_before <= set(fd._watch_for_wd), "the overflow removed and re-added watches"
+        (lost / "y.jpg").write_bytes(b"an event in a folder the overflow walk watched")
+        assert wait_until(lambda: lost / "y.jpg" in offered.paths, timeout=30, what="y.jpg by its event")
+        assert w.overflows.total == 1, "the fix-up fed another overflow"
+        assert w.healthy()
+    finally:
+        w.stop()
+    assert len(_warnings(caplog, "inotify queue overflowed 1 time")) == 1
+    assert not _warnings(caplog, "Inotify queue overflowed"), "watchdog's own fix-up ran"
+    assert offered.paths.count(lost / "x.jpg") == 1
+
+
+def test_repeated_overflows_touch_no_watch_and_warn_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    root = tmp_path / "in"
+    for i in range(300):
+        (root / f"d{i}").mkdir(parents=True)
+    (root / "d7" / "a.jpg").write_bytes(b"image")
+    offered = Offered()
+    w = _watcher(root, offered)
+    try:
+        assert wait_until(lambda: offered.paths, what="a.jpg")
+        fd = w._observer.inotify_fd  # type: ignore[union-attr]
+        watches = dict(fd._watch_for_wd)
+        for _ in range(20):
+            fd.handle_event(OVERFLOW)
+        assert w.overflows.total == 20
+        assert set(fd._watch_for_wd) == set(watches)
+        (root / "d9" / "b.jpg").write_bytes(b"still watched")
+        assert wait_until(lambda: root / "d9" / "b.jpg" in offered.paths, what="b.jpg by its event")
+        assert w.healthy()
+        assert offered.paths.count(root / "d7" / "a.jpg") == 1, "an unchanged file was offered again"
+    finally:
+        w.stop()
+    lines = _warnings(caplog, "inotify queue overflowed")
+    # 20 overflows, one line: it counts those the ticker had seen (the rest go in the next minute's line)
+    assert len(lines) == 1, lines
+    assert 1 <= int(lines[0].split("overflowed ")[1].split(" time")[0]) <= 20, lines
+
+
+def test_an_overflow_storm_makes_the_watcher_unhealthy(tmp_path: Path) -> None:
+    root = tmp_path / "in"
+    root.mkdir()
+    w = _watcher(root, Offered())
+    try:
+        fd = w._observer.inotify_fd  # type: ignore[union-attr]
+        storm = w.overflows.storm_count
+        for _ in range(storm - 1):
+            fd.handle_event(OVERFLOW)
+        assert w.healthy()
+        fd.handle_event(OVERFLOW)
+        assert not w.healthy()
+        assert f"inotify event source is looping: {storm} queue overflows" in (w.failure() or "")
+    finally:
+        w.stop()
+
+
+def test_overflow_monitor_bounds_rescans_reports_and_storms() -> None:
+    m = OverflowMonitor(report_seconds=60, storm_count=5, storm_seconds=10, min_gap=1.0)
+    assert not m.take_rescan(0.0) and m.take_report(0.0) == 0 and m.storm(0.0) is None
+    m.note(0.0)
+    assert m.take_rescan(0.0) and not m.take_rescan(0.0)
+    m.rescanned(0.0, seconds=0.5)  # the next one waits max(1 s, 5 x 0.5 s)
+    m.note(0.1)
+    assert not m.take_rescan(2.4) and m.take_rescan(2.5)
+    assert m.take_report(0.1) == 2
+    for t in (1.0, 2.0, 3.0):
+        m.note(t)
+    assert m.take_report(30.0) == 0 and m.take_report(60.1) == 3  # one line a minute, with the count
+    assert m.storm(3.0) == "inotify event source is looping: 5 queue overflows within 3 s (5 in all)"
+    assert m.storm(11.0) is None  # five, but spread over more than 10 s
+
+
+def test_seen_versions_add_discard_retain_across_merges() -> None:
+    seen = SeenVersions()
+    hashes = [(i * 7919) % 100_003 - 50_000 for i in range(10_000)]
+    for h in hashes:
+        seen.add(h)
+    assert len(seen) == 10_000 and all(h in seen for h in hashes) and 123_456 not in seen
+    for h in hashes[:5000]:
+        seen.discard(h)
+    assert len(seen) == 5000 and hashes[0] not in seen and hashes[-1] in seen
+    seen.add(hashes[0])
+    assert hashes[0] in seen
+    seen.retain(hashes[-100:])
+    assert len(seen) == 100 and hashes[-1] in seen and hashes[0] not in seen
+
+
+def test_a_rescan_forgets_files_that_are_gone_and_a_returning_file_is_offered(tmp_path: Path) -> None:
+    root = tmp_path / "in"
+    root.mkdir()
+    for i in range(50):
+        (root / f"{i}.jpg").write_bytes(b"image")
+    offered = Offered()
+    w = _watcher(root, offered)
+    try:
+        assert wait_until(lambda: len(offered.paths) == 50, what="50 files")
+        moved = root.parent / "3.jpg"
+        (root / "3.jpg").rename(moved)
+        w.rescan()
+        assert len(w._seen) == 49
+        moved.rename(root / "3.jpg")  # same path, size, mtime and inode as the version offered before
+        assert wait_until(lambda: offered.paths.count(root / "3.jpg") == 2, what="3.jpg offered again")
+    finally:
+        w.stop()

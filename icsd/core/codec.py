@@ -37,11 +37,10 @@ Image.preinit()
 
 __all__ = ["PNG_COMPRESS_LEVEL", "Decoded", "decode", "encode_palette_png", "encode_png", "normalize_mode"]
 
-# zlib settings for PNG output, measured on the benchmark's 15 camera JPEGs downsampled 5x (bench/out/camera).
-# Level: 16-colour palette PNGs take 0.21 s in all at level 6 and 0.12 s at 5 for +0.4 % bytes (4: 0.10 s,
-# +1.3 %; 1: 0.07 s, +15 %; 9: 1.4 s, -2.6 %). Palette PNGs: see icsd.core.png. Truecolour and grey
-# (size-only) PNGs go through Pillow's encoder, for its per-row filter choice, with zlib's run-length-only
-# Z_RLE strategy: -1.8/-2.5 % bytes and 2.4x faster than the default strategy on those filtered rows.
+# zlib settings for truecolour and grey (size-only) PNG output, measured on the benchmark's 15 camera JPEGs
+# downsampled 5x (bench/out/camera): level 5 (level 6: 1.7x the time for -0.4 % bytes), through Pillow's encoder
+# for its per-row filter choice, with zlib's run-length-only Z_RLE strategy: -1.8/-2.5 % bytes and 2.4x faster
+# than the default strategy on those filtered rows. Palette PNGs use libdeflate: see icsd.core.png.
 PNG_COMPRESS_LEVEL = 5
 _Z_RLE = 3  # zlib.Z_RLE, passed to Pillow's PNG encoder as compress_type
 
@@ -156,7 +155,7 @@ def encode_palette_png(palette: np.ndarray, indices: np.ndarray) -> bytes:
         raise ValueError(f"indices must be a non-empty (H, W) array, got shape {indices.shape}")
     if int(indices.max()) >= len(palette) or int(indices.min()) < 0:
         raise ValueError(f"indices must be < palette length {len(palette)}, got max {int(indices.max())}")
-    return encode_indexed_png(palette, np.ascontiguousarray(indices, dtype=np.uint8), level=PNG_COMPRESS_LEVEL)
+    return encode_indexed_png(palette, np.ascontiguousarray(indices, dtype=np.uint8))
 
 
 def encode_png(img: Image.Image) -> bytes:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 import sys
@@ -165,6 +166,9 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     print(f"size after:  {human_bytes(result.output_bytes)} ({w_out}x{h_out} px, {colours(result.colors)}, "
           f"{result.strategy})")
     print(f"reduction:   {reduction_pct(result.input_bytes, result.output_bytes):.1f}%")
+    if result.psnr is not None:
+        fidelity = "exact" if math.isinf(result.psnr) else f"{result.psnr:.2f} dB"
+        print(f"PSNR:        {fidelity} (against the downsampled image)")
     print(f"time:        {result.seconds:.2f} s")
     return 0
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -38,6 +39,11 @@ def test_compress_prints_size_before_after_and_reduction(tmp_path: Path) -> None
     assert reduction == pytest.approx(100 * (size_in - out.stat().st_size) / size_in, abs=0.06)
     with Image.open(out) as image:
         assert image.mode == "P" and image.size == (128, 86)
+        written = np.asarray(image.convert("RGB")).astype(np.float64)
+    with Image.open(source) as original:
+        small = np.asarray(original.convert("RGB").reduce(5)).astype(np.float64)
+    expected = 10 * np.log10(255**2 / np.mean((written - small) ** 2))
+    assert lines[4] == f"PSNR:        {expected:.2f} dB (against the downsampled image)"
 
 
 def test_compress_options_bits_grayscale_exact_size(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from PIL import Image
 from icsd.core.codec import decode, encode_palette_png, encode_png
 from icsd.core.jobs import Result
 from icsd.core.params import CompressParams, Strategy
+from icsd.core.quality import psnr
 from icsd.core.quantization import quantize
 from icsd.core.resize import downsample, draft_size
 
@@ -37,10 +38,13 @@ def compress(data: bytes, params: CompressParams) -> Result:
     if params.strategy is Strategy.SIZE_ONLY:
         png = encode_png(small)
         colors = _count_colors(small)
+        fidelity = None
     else:
-        quantized = quantize(np.asarray(small), params.colors, params.strategy, params.seed)
+        pixels = np.asarray(small)
+        quantized = quantize(pixels, params.colors, params.strategy, params.seed)
         png = encode_palette_png(quantized.palette, quantized.indices)
         colors = len(quantized.palette)
+        fidelity = psnr(pixels, quantized.palette, quantized.indices)
     return Result(
         data=png,
         input_bytes=len(data),
@@ -50,6 +54,7 @@ def compress(data: bytes, params: CompressParams) -> Result:
         colors=colors,
         strategy=params.strategy,
         seconds=time.perf_counter() - start,
+        psnr=fidelity,
     )
 
 

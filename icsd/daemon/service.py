@@ -364,7 +364,8 @@ class Service:
         if not self._replaced(task.rel, task.path, task.identity):
             self.outputs.dispose_original(task)
         self.tally.add(result.input_bytes, result.output_bytes, result.seconds)
-        self.metrics.image_done(str(result.strategy), result.input_bytes, result.output_bytes, result.seconds)
+        self.metrics.image_done(str(result.strategy), result.input_bytes, result.output_bytes, result.seconds,
+                                psnr=result.psnr)
         fields = image_fields(
             task.rel,
             size_in=result.input_size,
@@ -376,6 +377,7 @@ class Service:
             seconds=result.seconds,
             tally=self.tally,
             queued=self.queued,
+            psnr=result.psnr,
         )
         log.info(image_line(fields), extra={"fields": fields})
         for callback in self.on_progress:

@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from icsd.core import (
     DEFAULT_MAX_PIXELS,
     CompressParams,
+    Dither,
     ParameterError,
     Resample,
     Strategy,
@@ -72,6 +73,11 @@ class Settings(BaseSettings):
         None, description="exact WIDTHxHEIGHT output instead of SCALE: scale to cover, centre-crop (<= MAX_PIXELS)"
     )
     resample: str = Field("box", description="downsampling filter: box (area average), lanczos, stride (skip)")
+    dither: str = Field(
+        "none", description="map pixels to the palette exactly (none), by edge-aware error diffusion (diffuse) "
+        "or by an edge-aware Bayer pattern (ordered)"
+    )
+    dither_strength: float = Field(1.0, description="how much to dither, 0-1 (with DITHER diffuse or ordered)")
     seed: int = Field(
         0, description="random seed of the sklearn strategies (same seed, same output); kmeans is deterministic"
     )
@@ -158,6 +164,7 @@ class Settings(BaseSettings):
             raise SettingsError(f"ICSD_RESAMPLE=stride needs a whole-number ICSD_SCALE, got {self.scale}")
         # Pillow refuses anything above twice its own limit, whatever we allow.
         _check_range("MAX_PIXELS", self.max_pixels, low=1, high=2 * DEFAULT_MAX_PIXELS)
+        _check_range("DITHER_STRENGTH", self.dither_strength, low=0, high=1, finite=True)
         size = parse_size(self.size, setting="ICSD_SIZE") if self.size else None
         if size is not None and size[0] * size[1] > self.max_pixels:
             # The only rule that can upsample: without this cap a typo allocates tens of GB per image.
@@ -175,6 +182,8 @@ class Settings(BaseSettings):
             resample=_setting("RESAMPLE", Resample.parse, self.resample),
             seed=self.seed,
             max_pixels=self.max_pixels,
+            dither=_setting("DITHER", Dither.parse, self.dither),
+            dither_strength=self.dither_strength,
         )
 
     def color_count(self) -> int:

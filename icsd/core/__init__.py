@@ -16,6 +16,7 @@ __all__ = [
     "CompressParams",
     "CoreError",
     "DecodeError",
+    "Dither",
     "ImageError",
     "ImageTooLargeError",
     "JobOutcome",
@@ -46,7 +47,15 @@ if TYPE_CHECKING:
         TruncatedImageError,
     )
     from icsd.core.jobs import JobOutcome, Result, compress_job
-    from icsd.core.params import DEFAULT_MAX_PIXELS, CompressParams, Resample, Strategy, colors_from_bits, parse_size
+    from icsd.core.params import (
+        DEFAULT_MAX_PIXELS,
+        CompressParams,
+        Dither,
+        Resample,
+        Strategy,
+        colors_from_bits,
+        parse_size,
+    )
     from icsd.core.pipeline import compress
     from icsd.core.quantization import (
         Quantized,
@@ -64,7 +73,7 @@ _HOME = {
     ),
     **dict.fromkeys(["JobOutcome", "Result", "compress_job"], "icsd.core.jobs"),
     **dict.fromkeys(
-        ["DEFAULT_MAX_PIXELS", "CompressParams", "Resample", "Strategy", "colors_from_bits", "parse_size"],
+        ["DEFAULT_MAX_PIXELS", "CompressParams", "Dither", "Resample", "Strategy", "colors_from_bits", "parse_size"],
         "icsd.core.params",
     ),
     "compress": "icsd.core.pipeline",

@@ -14,6 +14,7 @@ from icsd.core.errors import ParameterError
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "CompressParams",
+    "Dither",
     "Resample",
     "Strategy",
     "colors_from_bits",
@@ -71,6 +72,23 @@ class Resample(enum.StrEnum):
             raise ParameterError("resample", f"unknown resample {name!r}: use one of {allowed}") from None
 
 
+class Dither(enum.StrEnum):
+    """How pixels are mapped to the palette: exactly, or dithered where an eye would see bands."""
+
+    NONE = "none"  # nearest entry: the original system's output, and what ML features want
+    DIFFUSE = "diffuse"  # edge-aware serpentine error diffusion: smoothest gradients
+    ORDERED = "ordered"  # edge-aware Bayer mix: deterministic per pixel, compresses better
+
+    @classmethod
+    def parse(cls, name: str | Dither) -> Dither:
+        """Accept a method name case-insensitively."""
+        try:
+            return cls(str(name).strip().lower())
+        except ValueError:
+            allowed = ", ".join(d.value for d in cls)
+            raise ParameterError("dither", f"unknown dither {name!r}: use one of {allowed}") from None
+
+
 @dataclass(frozen=True, slots=True)
 class CompressParams:
     """One job's parameters. Exactly one size rule applies: `size` > `max_size` > `scale`.
@@ -89,10 +107,17 @@ class CompressParams:
     resample: Resample = Resample.BOX
     seed: int = 0
     max_pixels: int = DEFAULT_MAX_PIXELS
+    dither: Dither = Dither.NONE
+    dither_strength: float = 1.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "strategy", Strategy.parse(self.strategy))
         object.__setattr__(self, "resample", Resample.parse(self.resample))
+        object.__setattr__(self, "dither", Dither.parse(self.dither))
+        if not 0.0 <= self.dither_strength <= 1.0:  # also refuses NaN
+            raise ParameterError(
+                "dither_strength", f"dither_strength must be between 0 and 1, got {self.dither_strength}"
+            )
         if not 2 <= self.colors <= 256:
             raise ParameterError("colors", f"colors must be between 2 and 256, got {self.colors}")
         if not (self.scale >= 1 and math.isfinite(self.scale)):  # inf would make every image 1x1

@@ -41,7 +41,10 @@ def compress(data: bytes, params: CompressParams) -> Result:
         fidelity = None
     else:
         pixels = np.asarray(small)
-        quantized = quantize(pixels, params.colors, params.strategy, params.seed)
+        quantized = quantize(
+            pixels, params.colors, params.strategy, params.seed, dither=params.dither.value,
+            strength=params.dither_strength,
+        )
         png = encode_palette_png(quantized.palette, quantized.indices)
         colors = len(quantized.palette)
         fidelity = psnr(pixels, quantized.palette, quantized.indices)

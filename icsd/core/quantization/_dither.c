@@ -9,9 +9,10 @@
  * nearest: exact nearest entry of a point, searched outward from a guess in the order of channel 0, stopping
  *   when channel 0 alone is farther than the best distance found. Minimum (distance, index) wins.
  * diffuse: serpentine Floyd-Steinberg; the error a pixel receives is scaled by level * its weight before it is
- *   added, pixels are clamped a little outside 0..255, and very large errors are damped (both as libimagequant
- *   does, so one odd pixel does not start a streak).
- * ordered: per pixel, its nearest entry c1 and the nearest c2 to the point 3x as far from c1; c2 is chosen when
+ *   added, pixels are clamped a little outside 0..255, and errors larger than both a fixed bound and the chosen
+ *   entry's gap to its nearest other entry are damped (both as libimagequant does: no streaks from odd pixels).
+ * ordered: per pixel, its nearest entry c1 and the entry c2 nearest to the point along the pixel's error at
+ *   least as far from c1 as c1's nearest other entry (and 3x the error); c2 is chosen when
  *   an 8x8 Bayer threshold is below the pixel's position between c1 and c2 (x level x weight): a two-colour
  *   mix whose average is the pixel, decided by position alone (no state: stable between runs and frames).
  * squared_error: sum over pixels of the squared distance to their entry, exact in 64-bit integers.
@@ -19,6 +20,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,11 +108,12 @@ static inline int nearest(const Palette *p, const double *x, int guess)
     return best;
 }
 
-static int check(Py_buffer *px, Py_buffer *wt, Py_buffer *pal, Py_buffer *out, Py_ssize_t h, Py_ssize_t w,
-                 Py_ssize_t d, Py_ssize_t k)
+static int check(Py_buffer *px, Py_buffer *wt, Py_buffer *pal, Py_buffer *gap, Py_buffer *out, Py_ssize_t h,
+                 Py_ssize_t w, Py_ssize_t d, Py_ssize_t k)
 {
     Py_ssize_t n = h * w;
     if (h < 1 || w < 1 || d < 1 || d > MAX_D || k < 1 || k > 256 || px->len != n * d ||
+        gap->len != k * (Py_ssize_t)sizeof(double) ||
         wt->len != n * (Py_ssize_t)sizeof(double) || pal->len != k * d * (Py_ssize_t)sizeof(double) ||
         out->len != n) {
         PyErr_SetString(PyExc_ValueError, "dither kernel: inconsistent buffer sizes");
@@ -119,17 +122,18 @@ static int check(Py_buffer *px, Py_buffer *wt, Py_buffer *pal, Py_buffer *out, P
     return 1;
 }
 
-/* diffuse(pixels, weights, h, w, d, palette, k, level, out) */
+/* diffuse(pixels, weights, h, w, d, palette, gaps, k, level, out); gaps: squared distance of each entry to
+ * its nearest other entry */
 static PyObject *diffuse(PyObject *Py_UNUSED(self), PyObject *args)
 {
-    Py_buffer bpx = {0}, bwt = {0}, bpal = {0}, bout = {0};
+    Py_buffer bpx = {0}, bwt = {0}, bpal = {0}, bgap = {0}, bout = {0};
     Py_ssize_t h, w, d, k;
     double level;
-    if (!PyArg_ParseTuple(args, "y*y*nnny*ndw*", &bpx, &bwt, &h, &w, &d, &bpal, &k, &level, &bout))
+    if (!PyArg_ParseTuple(args, "y*y*nnny*y*ndw*", &bpx, &bwt, &h, &w, &d, &bpal, &bgap, &k, &level, &bout))
         return NULL;
     PyObject *result = NULL;
     double *errs = NULL;
-    if (!check(&bpx, &bwt, &bpal, &bout, h, w, d, k))
+    if (!check(&bpx, &bwt, &bpal, &bgap, &bout, h, w, d, k))
         goto done;
     errs = calloc((size_t)2 * (w + 2) * d, sizeof(double));
     if (!errs) {
@@ -139,7 +143,7 @@ static PyObject *diffuse(PyObject *Py_UNUSED(self), PyObject *args)
     Palette p;
     palette_init(&p, bpal.buf, (int)k, (int)d);
     const uint8_t *px = bpx.buf;
-    const double *wt = bwt.buf;
+    const double *wt = bwt.buf, *gap = bgap.buf;
     uint8_t *out = bout.buf;
     Py_BEGIN_ALLOW_THREADS
     int last = 0;
@@ -175,7 +179,8 @@ static PyObject *diffuse(PyObject *Py_UNUSED(self), PyObject *args)
                 e[j] = spx[j] - p.pal[(size_t)m * d + j];
                 e2 = e2 + e[j] * e[j];
             }
-            double damp = e2 > DAMP_ABOVE ? DAMPING : 1.0;
+            double limit = gap[m] > DAMP_ABOVE ? gap[m] : DAMP_ABOVE;
+            double damp = e2 > limit ? DAMPING : 1.0;
             for (int j = 0; j < d; j++) {
                 double v = e[j] * damp;
                 if (forward) {
@@ -200,6 +205,7 @@ done:
     PyBuffer_Release(&bpx);
     PyBuffer_Release(&bwt);
     PyBuffer_Release(&bpal);
+    PyBuffer_Release(&bgap);
     PyBuffer_Release(&bout);
     return result;
 }
@@ -210,21 +216,22 @@ static const uint8_t BAYER[8][8] = {
     {15, 47, 7, 39, 13, 45, 5, 37},  {63, 31, 55, 23, 61, 29, 53, 21},
 };
 
-/* ordered(pixels, weights, h, w, d, palette, k, level, out) */
+/* ordered(pixels, weights, h, w, d, palette, gaps, k, level, out); gaps: squared distance of each entry to
+ * its nearest other entry */
 static PyObject *ordered(PyObject *Py_UNUSED(self), PyObject *args)
 {
-    Py_buffer bpx = {0}, bwt = {0}, bpal = {0}, bout = {0};
+    Py_buffer bpx = {0}, bwt = {0}, bpal = {0}, bgap = {0}, bout = {0};
     Py_ssize_t h, w, d, k;
     double level;
-    if (!PyArg_ParseTuple(args, "y*y*nnny*ndw*", &bpx, &bwt, &h, &w, &d, &bpal, &k, &level, &bout))
+    if (!PyArg_ParseTuple(args, "y*y*nnny*y*ndw*", &bpx, &bwt, &h, &w, &d, &bpal, &bgap, &k, &level, &bout))
         return NULL;
     PyObject *result = NULL;
-    if (!check(&bpx, &bwt, &bpal, &bout, h, w, d, k))
+    if (!check(&bpx, &bwt, &bpal, &bgap, &bout, h, w, d, k))
         goto done;
     Palette p;
     palette_init(&p, bpal.buf, (int)k, (int)d);
     const uint8_t *px = bpx.buf;
-    const double *wt = bwt.buf;
+    const double *wt = bwt.buf, *gap = bgap.buf;
     uint8_t *out = bout.buf;
     Py_BEGIN_ALLOW_THREADS
     int last = 0;
@@ -242,10 +249,13 @@ static PyObject *ordered(PyObject *Py_UNUSED(self), PyObject *args)
             for (int j = 0; j < d; j++) {
                 double e = v[j] - a[j];
                 e2 = e2 + e * e;
-                far[j] = v[j] + 3.0 * e;
             }
             if (e2 < QUIET)
                 continue;
+            double reach = sqrt(gap[c1] / e2);
+            reach = reach > 3.0 ? reach : 3.0;
+            for (int j = 0; j < d; j++)
+                far[j] = v[j] + reach * (v[j] - a[j]);
             int c2 = nearest(&p, far, c1);
             if (c2 == c1)
                 continue;
@@ -269,6 +279,7 @@ done:
     PyBuffer_Release(&bpx);
     PyBuffer_Release(&bwt);
     PyBuffer_Release(&bpal);
+    PyBuffer_Release(&bgap);
     PyBuffer_Release(&bout);
     return result;
 }

@@ -57,7 +57,7 @@ def diffuse(pixels: np.ndarray, palette: np.ndarray, strength: float, *, compile
     level = (1.0 - (1.0 - strength) ** 2) * (15.0 / 16.0)
     if compiled and _kernel is not None:
         return _run(_kernel.diffuse, pixels, rows, weights, level)
-    return _diffuse_reference(pixels, rows, weights, level)
+    return _diffuse_reference(pixels, rows, _gaps(rows), weights, level)
 
 
 def ordered(pixels: np.ndarray, palette: np.ndarray, strength: float, *, compiled: bool = True) -> np.ndarray:
@@ -65,7 +65,7 @@ def ordered(pixels: np.ndarray, palette: np.ndarray, strength: float, *, compile
     pixels, rows, weights = _prepare(pixels, palette)
     if compiled and _kernel is not None:
         return _run(_kernel.ordered, pixels, rows, weights, float(strength))
-    return _ordered_reference(pixels, rows, weights, float(strength))
+    return _ordered_reference(pixels, rows, _gaps(rows), weights, float(strength))
 
 
 def squared_error(pixels: np.ndarray, palette: np.ndarray, indices: np.ndarray) -> int:
@@ -109,8 +109,15 @@ def _prepare(pixels: np.ndarray, palette: np.ndarray) -> tuple[np.ndarray, np.nd
 def _run(kernel, pixels: np.ndarray, rows: np.ndarray, weights: np.ndarray, level: float) -> np.ndarray:  # type: ignore[no-untyped-def]
     h, w = pixels.shape[:2]
     out = np.empty((h, w), dtype=np.uint8)
-    kernel(pixels, weights, h, w, rows.shape[1], rows, rows.shape[0], level, out)
+    kernel(pixels, weights, h, w, rows.shape[1], rows, _gaps(rows), rows.shape[0], level, out)
     return out
+
+
+def _gaps(rows: np.ndarray) -> np.ndarray:
+    """(K,) squared distance of each entry to its nearest other entry (inf for a one-entry palette)."""
+    between = _distances(rows, rows)
+    np.fill_diagonal(between, np.inf)
+    return np.ascontiguousarray(between.min(axis=1))
 
 
 def _distances(points: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -125,7 +132,9 @@ def _nearest(points: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return np.argmin(_distances(points, rows), axis=1)  # ties: lowest index, as the kernel
 
 
-def _ordered_reference(pixels: np.ndarray, rows: np.ndarray, weights: np.ndarray, level: float) -> np.ndarray:
+def _ordered_reference(
+    pixels: np.ndarray, rows: np.ndarray, gaps: np.ndarray, weights: np.ndarray, level: float
+) -> np.ndarray:
     h, w = pixels.shape[:2]
     d = rows.shape[1]
     v = pixels.reshape(-1, d).astype(np.float64)
@@ -140,7 +149,10 @@ def _ordered_reference(pixels: np.ndarray, rows: np.ndarray, weights: np.ndarray
         a = rows[c1]
         e = x - a
         e2 = _row_sum(e * e)
-        c2 = _nearest(x + 3.0 * e, rows)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            reach = np.maximum(np.sqrt(gaps[c1] / e2), 3.0)
+        reach[~np.isfinite(reach)] = 3.0  # e2 == 0 (or a one-entry palette): such pixels are not dithered
+        c2 = _nearest(x + reach[:, None] * e, rows)
         b = rows[c2] - a
         den = _row_sum(b * b)
         live = (e2 >= _QUIET) & (c2 != c1)
@@ -158,7 +170,9 @@ def _row_sum(a: np.ndarray) -> np.ndarray:
     return total
 
 
-def _diffuse_reference(pixels: np.ndarray, rows: np.ndarray, weights: np.ndarray, level: float) -> np.ndarray:
+def _diffuse_reference(
+    pixels: np.ndarray, rows: np.ndarray, gaps: np.ndarray, weights: np.ndarray, level: float
+) -> np.ndarray:
     """The compiled diffusion, one pixel at a time in Python (the error of each depends on the last)."""
     h, w = pixels.shape[:2]
     d = rows.shape[1]
@@ -178,7 +192,8 @@ def _diffuse_reference(pixels: np.ndarray, rows: np.ndarray, weights: np.ndarray
             m = int(_nearest(spx[None], rows)[0])
             out[y, x] = m
             e = spx - rows[m]
-            v = e * (_DAMPING if float(_row_sum(e[None] * e[None])[0]) > _DAMP_ABOVE else 1.0)
+            limit = gaps[m] if gaps[m] > _DAMP_ABOVE else _DAMP_ABOVE
+            v = e * (_DAMPING if float(_row_sum(e[None] * e[None])[0]) > limit else 1.0)
             if forward:
                 this_err[x + 2] += v * (7.0 / 16.0)
                 next_err[x] += v * (3.0 / 16.0)

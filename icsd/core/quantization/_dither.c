@@ -122,30 +122,25 @@ static int check(Py_buffer *px, Py_buffer *wt, Py_buffer *pal, Py_buffer *gap, P
     return 1;
 }
 
-/* diffuse(pixels, weights, h, w, d, palette, gaps, k, level, out); gaps: squared distance of each entry to
- * its nearest other entry */
-static PyObject *diffuse(PyObject *Py_UNUSED(self), PyObject *args)
-{
-    Py_buffer bpx = {0}, bwt = {0}, bpal = {0}, bgap = {0}, bout = {0};
-    Py_ssize_t h, w, d, k;
+typedef struct {
+    const uint8_t *px;  /* h x w x d */
+    const double *wt;   /* h x w */
+    const double *gap;  /* k: squared distance of each entry to its nearest other entry */
+    Py_ssize_t h, w, d;
     double level;
-    if (!PyArg_ParseTuple(args, "y*y*nnny*y*ndw*", &bpx, &bwt, &h, &w, &d, &bpal, &bgap, &k, &level, &bout))
-        return NULL;
-    PyObject *result = NULL;
-    double *errs = NULL;
-    if (!check(&bpx, &bwt, &bpal, &bgap, &bout, h, w, d, k))
-        goto done;
-    errs = calloc((size_t)2 * (w + 2) * d, sizeof(double));
-    if (!errs) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    Palette p;
-    palette_init(&p, bpal.buf, (int)k, (int)d);
-    const uint8_t *px = bpx.buf;
-    const double *wt = bwt.buf, *gap = bgap.buf;
-    uint8_t *out = bout.buf;
-    Py_BEGIN_ALLOW_THREADS
+    uint8_t *out;       /* h x w */
+    double *errs;       /* diffuse: two rows of (w + 2) x d diffused errors */
+} Job;
+
+static void diffuse_rows(const Palette *pp, const Job *job)
+{
+    const Palette p = *pp;
+    const uint8_t *px = job->px;
+    const double *wt = job->wt, *gap = job->gap;
+    const Py_ssize_t h = job->h, w = job->w, d = job->d;
+    const double level = job->level;
+    uint8_t *out = job->out;
+    double *errs = job->errs;
     int last = 0;
     for (Py_ssize_t y = 0; y < h; y++) {
         int forward = (y & 1) == 0;
@@ -197,17 +192,6 @@ static PyObject *diffuse(PyObject *Py_UNUSED(self), PyObject *args)
             }
         }
     }
-    Py_END_ALLOW_THREADS
-    result = Py_None;
-    Py_INCREF(result);
-done:
-    free(errs);
-    PyBuffer_Release(&bpx);
-    PyBuffer_Release(&bwt);
-    PyBuffer_Release(&bpal);
-    PyBuffer_Release(&bgap);
-    PyBuffer_Release(&bout);
-    return result;
 }
 
 static const uint8_t BAYER[8][8] = {
@@ -216,24 +200,14 @@ static const uint8_t BAYER[8][8] = {
     {15, 47, 7, 39, 13, 45, 5, 37},  {63, 31, 55, 23, 61, 29, 53, 21},
 };
 
-/* ordered(pixels, weights, h, w, d, palette, gaps, k, level, out); gaps: squared distance of each entry to
- * its nearest other entry */
-static PyObject *ordered(PyObject *Py_UNUSED(self), PyObject *args)
+static void ordered_rows(const Palette *pp, const Job *job)
 {
-    Py_buffer bpx = {0}, bwt = {0}, bpal = {0}, bgap = {0}, bout = {0};
-    Py_ssize_t h, w, d, k;
-    double level;
-    if (!PyArg_ParseTuple(args, "y*y*nnny*y*ndw*", &bpx, &bwt, &h, &w, &d, &bpal, &bgap, &k, &level, &bout))
-        return NULL;
-    PyObject *result = NULL;
-    if (!check(&bpx, &bwt, &bpal, &bgap, &bout, h, w, d, k))
-        goto done;
-    Palette p;
-    palette_init(&p, bpal.buf, (int)k, (int)d);
-    const uint8_t *px = bpx.buf;
-    const double *wt = bwt.buf, *gap = bgap.buf;
-    uint8_t *out = bout.buf;
-    Py_BEGIN_ALLOW_THREADS
+    const Palette p = *pp;
+    const uint8_t *px = job->px;
+    const double *wt = job->wt, *gap = job->gap;
+    const Py_ssize_t h = job->h, w = job->w, d = job->d;
+    const double level = job->level;
+    uint8_t *out = job->out;
     int last = 0;
     for (Py_ssize_t y = 0; y < h; y++) {
         for (Py_ssize_t x = 0; x < w; x++) {
@@ -272,10 +246,36 @@ static PyObject *ordered(PyObject *Py_UNUSED(self), PyObject *args)
                 out[i] = (uint8_t)c2;
         }
     }
+}
+
+/* (pixels, weights, h, w, d, palette, gaps, k, level, out) -> None, for diffuse and ordered */
+static PyObject *run(PyObject *args, int diffusion)
+{
+    Py_buffer bpx = {0}, bwt = {0}, bpal = {0}, bgap = {0}, bout = {0};
+    Py_ssize_t h, w, d, k;
+    double level;
+    if (!PyArg_ParseTuple(args, "y*y*nnny*y*ndw*", &bpx, &bwt, &h, &w, &d, &bpal, &bgap, &k, &level, &bout))
+        return NULL;
+    PyObject *result = NULL;
+    Job job = {bpx.buf, bwt.buf, bgap.buf, h, w, d, level, bout.buf, NULL};
+    if (!check(&bpx, &bwt, &bpal, &bgap, &bout, h, w, d, k))
+        goto done;
+    if (diffusion && !(job.errs = calloc((size_t)2 * (w + 2) * d, sizeof(double)))) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Palette p;
+    palette_init(&p, bpal.buf, (int)k, (int)d);
+    Py_BEGIN_ALLOW_THREADS
+    if (diffusion)
+        diffuse_rows(&p, &job);
+    else
+        ordered_rows(&p, &job);
     Py_END_ALLOW_THREADS
     result = Py_None;
     Py_INCREF(result);
 done:
+    free(job.errs);
     PyBuffer_Release(&bpx);
     PyBuffer_Release(&bwt);
     PyBuffer_Release(&bpal);
@@ -283,6 +283,10 @@ done:
     PyBuffer_Release(&bout);
     return result;
 }
+
+static PyObject *diffuse(PyObject *Py_UNUSED(self), PyObject *args) { return run(args, 1); }
+
+static PyObject *ordered(PyObject *Py_UNUSED(self), PyObject *args) { return run(args, 0); }
 
 /* squared_error(pixels, palette, indices, n, d) -> int: sum of squared channel differences, uint8 palette */
 static PyObject *squared_error(PyObject *Py_UNUSED(self), PyObject *args)

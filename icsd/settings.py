@@ -21,12 +21,14 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from icsd.core import (
     DEFAULT_MAX_PIXELS,
+    Alpha,
     CompressParams,
     Dither,
     ParameterError,
     Resample,
     Strategy,
     colors_from_bits,
+    parse_color,
     parse_size,
 )
 from icsd.errors import SettingsError
@@ -78,6 +80,10 @@ class Settings(BaseSettings):
         "or by an edge-aware Bayer pattern (ordered)"
     )
     dither_strength: float = Field(1.0, description="how much to dither, 0-1 (with DITHER diffuse or ordered)")
+    alpha: str = Field(
+        "keep", description="transparency: keep (palette with alpha, PLTE + tRNS) or flatten onto BACKGROUND"
+    )
+    background: str = Field("#ffffff", description="colour #rrggbb that ALPHA=flatten composites onto")
     seed: int = Field(
         0, description="random seed of the sklearn strategies (same seed, same output); kmeans is deterministic"
     )
@@ -184,6 +190,8 @@ class Settings(BaseSettings):
             max_pixels=self.max_pixels,
             dither=_setting("DITHER", Dither.parse, self.dither),
             dither_strength=self.dither_strength,
+            alpha=_setting("ALPHA", Alpha.parse, self.alpha),
+            background=parse_color(self.background, setting="ICSD_BACKGROUND"),
         )
 
     def color_count(self) -> int:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "Alpha",
     "CompressParams",
     "CoreError",
     "DecodeError",
@@ -33,6 +34,7 @@ __all__ = [
     "compress_job",
     "fit_palette",
     "merge_histograms",
+    "parse_color",
     "parse_size",
     "quantize",
 ]
@@ -49,11 +51,13 @@ if TYPE_CHECKING:
     from icsd.core.jobs import JobOutcome, Result, compress_job
     from icsd.core.params import (
         DEFAULT_MAX_PIXELS,
+        Alpha,
         CompressParams,
         Dither,
         Resample,
         Strategy,
         colors_from_bits,
+        parse_color,
         parse_size,
     )
     from icsd.core.pipeline import compress
@@ -73,7 +77,8 @@ _HOME = {
     ),
     **dict.fromkeys(["JobOutcome", "Result", "compress_job"], "icsd.core.jobs"),
     **dict.fromkeys(
-        ["DEFAULT_MAX_PIXELS", "CompressParams", "Dither", "Resample", "Strategy", "colors_from_bits", "parse_size"],
+        ["DEFAULT_MAX_PIXELS", "Alpha", "CompressParams", "Dither", "Resample", "Strategy", "colors_from_bits",
+         "parse_color", "parse_size"],
         "icsd.core.params",
     ),
     "compress": "icsd.core.pipeline",

@@ -14,10 +14,12 @@ from icsd.core.errors import ParameterError
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "CompressParams",
+    "Alpha",
     "Dither",
     "Resample",
     "Strategy",
     "colors_from_bits",
+    "parse_color",
     "parse_size",
 ]
 
@@ -89,6 +91,20 @@ class Dither(enum.StrEnum):
             raise ParameterError("dither", f"unknown dither {name!r}: use one of {allowed}") from None
 
 
+class Alpha(enum.StrEnum):
+    """What happens to transparency: kept in the palette (PLTE + tRNS), or composited onto a background."""
+
+    KEEP = "keep"
+    FLATTEN = "flatten"
+
+    @classmethod
+    def parse(cls, name: str | Alpha) -> Alpha:
+        try:
+            return cls(str(name).strip().lower())
+        except ValueError:
+            raise ParameterError("alpha", f"unknown alpha {name!r}: use keep or flatten") from None
+
+
 @dataclass(frozen=True, slots=True)
 class CompressParams:
     """One job's parameters. Exactly one size rule applies: `size` > `max_size` > `scale`.
@@ -109,11 +125,16 @@ class CompressParams:
     max_pixels: int = DEFAULT_MAX_PIXELS
     dither: Dither = Dither.NONE
     dither_strength: float = 1.0
+    alpha: Alpha = Alpha.KEEP
+    background: tuple[int, int, int] = (255, 255, 255)  # RGB that ALPHA=flatten composites onto
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "strategy", Strategy.parse(self.strategy))
         object.__setattr__(self, "resample", Resample.parse(self.resample))
         object.__setattr__(self, "dither", Dither.parse(self.dither))
+        object.__setattr__(self, "alpha", Alpha.parse(self.alpha))
+        if len(self.background) != 3 or not all(0 <= int(c) <= 255 for c in self.background):
+            raise ParameterError("background", f"background must be three values 0-255, got {self.background}")
         if not 0.0 <= self.dither_strength <= 1.0:  # also refuses NaN
             raise ParameterError(
                 "dither_strength", f"dither_strength must be between 0 and 1, got {self.dither_strength}"
@@ -150,3 +171,11 @@ def colors_from_bits(bits: int, *, setting: str = "bits") -> int:
     if not 1 <= bits <= 8:
         raise ParameterError(setting, f"{setting} must be between 1 and 8, got {bits}")
     return 2**bits
+
+
+def parse_color(text: str, *, setting: str) -> tuple[int, int, int]:
+    """Parse '#rrggbb' (the '#' optional) into (r, g, b); the error names `setting`."""
+    digits = text.strip().removeprefix("#")
+    if len(digits) == 6 and all(c in "0123456789abcdefABCDEF" for c in digits):
+        return int(digits[0:2], 16), int(digits[2:4], 16), int(digits[4:6], 16)
+    raise ParameterError(setting, f"{setting} must be a colour like #rrggbb (e.g. #ffffff for white), got {text!r}")

@@ -5,7 +5,8 @@
 Every tool quantizes the same downsampled pixels (bench/photos.py) and writes a palette PNG. Per K and tool:
 total bytes (and as a ratio to pngquant --speed 4 --nofs), PSNR from the geometric-mean MSE, mean SSIM
 (scikit-image), low-pass PSNR (both images blurred by a Gaussian of sigma 1.5 first: what an eye at a normal
-distance sees, the figure dithering improves) and the median time per image (icsd: quantize + encode in
+distance sees, the figure dithering improves), mean Oklab distance x 100 (dE-ok: perceptual error) and the
+median time per image (icsd: quantize + encode in
 process; pngquant: the whole command, from a PNG file; Pillow: quantize + save). Needs the bench extra and
 `pngquant` on PATH. Also writes a sheet of crops (original, none, diffuse, ordered, pngquant) to look at.
 """
@@ -32,14 +33,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.photos import photographs
 from icsd.core.codec import encode_palette_png
 from icsd.core.quantization import quantize
+from icsd.core.quantization.oklab import srgb_to_oklab
 
 Tool = Callable[[np.ndarray, int], bytes]
 REFERENCE = "pngquant s4 nofs"
 
 
-def icsd_tool(dither: str) -> Tool:
+def icsd_tool(dither: str, color_space: str = "rgb") -> Tool:
     def run(pixels: np.ndarray, k: int) -> bytes:
-        q = quantize(pixels, k, dither=dither)
+        q = quantize(pixels, k, dither=dither, color_space=color_space)
         return encode_palette_png(q.palette, q.indices)
 
     return run
@@ -68,6 +70,8 @@ TOOLS: dict[str, Tool] = {
     "icsd none": icsd_tool("none"),
     "icsd diffuse": icsd_tool("diffuse"),
     "icsd ordered": icsd_tool("ordered"),
+    "icsd oklab": icsd_tool("none", "oklab"),
+    "icsd oklab diffuse": icsd_tool("diffuse", "oklab"),
     "pngquant s1 nofs": pngquant_tool(1, False),
     REFERENCE: pngquant_tool(4, False),
     "pngquant s10 nofs": pngquant_tool(10, False),
@@ -80,14 +84,15 @@ def decoded(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
-def measures(original: np.ndarray, output: np.ndarray) -> tuple[float, float, float]:
-    """(MSE, SSIM, low-pass MSE) of output against original."""
+def measures(original: np.ndarray, output: np.ndarray) -> tuple[float, float, float, float]:
+    """(MSE, SSIM, low-pass MSE, mean Oklab distance x 100) of output against original."""
     a, b = original.astype(np.float64), output.astype(np.float64)
     mse = float(np.mean((a - b) ** 2))
     ssim = float(structural_similarity(original, output, channel_axis=2, data_range=255))
     blur = lambda x: gaussian_filter(x, sigma=(1.5, 1.5, 0))  # noqa: E731
     low = float(np.mean((blur(a) - blur(b)) ** 2))
-    return mse, ssim, low
+    delta = float(np.linalg.norm(srgb_to_oklab(a) - srgb_to_oklab(b), axis=2).mean()) * 100
+    return mse, ssim, low, delta
 
 
 def db(mses: list[float]) -> float:
@@ -97,7 +102,7 @@ def db(mses: list[float]) -> float:
 def table(images: list[tuple[str, np.ndarray]], k: int, repeat: int) -> None:
     rows = {}
     for name, tool in TOOLS.items():
-        total, mses, ssims, lows, times = 0, [], [], [], []
+        total, mses, ssims, lows, deltas, times = 0, [], [], [], [], []
         for _, pixels in images:
             runs = []
             for _ in range(repeat):
@@ -106,18 +111,20 @@ def table(images: list[tuple[str, np.ndarray]], k: int, repeat: int) -> None:
                 runs.append(time.perf_counter() - start)
             times.append(float(np.median(runs)))
             total += len(data)
-            mse, ssim, low = measures(pixels, decoded(data))
+            mse, ssim, low, delta = measures(pixels, decoded(data))
+            deltas.append(delta)
             mses.append(mse)
             ssims.append(ssim)
             lows.append(low)
-        rows[name] = (total, db(mses), float(np.mean(ssims)), db(lows), float(np.median(times)))
+        rows[name] = (total, db(mses), float(np.mean(ssims)), db(lows), float(np.mean(deltas)),
+                      float(np.median(times)))
     ref = rows[REFERENCE]
     print(f"\nK={k}  ({len(images)} images)")
-    header = ('tool', 'bytes', 'x ref', 'PSNR', 'SSIM', 'LP-PSNR', 'ms', 'x ref')
-    print('{:20s} {:>10s} {:>6s} {:>6s} {:>6s} {:>8s} {:>7s} {:>6s}'.format(*header))
-    for name, (total, psnr, ssim, low, secs) in rows.items():
-        print(f"{name:20s} {total:10d} {total / ref[0]:6.3f} {psnr:6.2f} {ssim:6.4f} {low:8.2f} {secs * 1000:7.1f} "
-              f"{secs / ref[4]:6.2f}")
+    header = ("tool", "bytes", "x ref", "PSNR", "SSIM", "LP-PSNR", "dE-ok", "ms", "x ref")
+    print("{:20s} {:>10s} {:>6s} {:>6s} {:>6s} {:>8s} {:>6s} {:>7s} {:>6s}".format(*header))
+    for name, (total, psnr, ssim, low, delta, secs) in rows.items():
+        print(f"{name:20s} {total:10d} {total / ref[0]:6.3f} {psnr:6.2f} {ssim:6.4f} {low:8.2f} {delta:6.2f} "
+              f"{secs * 1000:7.1f} {secs / ref[5]:6.2f}")
 
 
 def sheet(images: list[tuple[str, np.ndarray]], path: Path, k: int = 16) -> None:

@@ -29,7 +29,8 @@ log = logging.getLogger("icsd")
 
 # `icsd compress` takes the compression flags only; the daemon's flags make no sense for one file.
 COMPRESS_FLAGS = ("strategy", "colors", "bits", "grayscale", "scale", "resample", "max_size", "size", "seed",
-                  "max_pixels", "dither", "dither_strength", "alpha", "background")
+                  "max_pixels", "dither", "dither_strength", "alpha", "background",
+                  "color_space")
 # Flags that are alternatives to each other: one colour count, one size rule.
 EXCLUSIVE_FLAGS = (("colors", "bits"), ("scale", "max_size", "size"))
 

@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from icsd.core import (
     DEFAULT_MAX_PIXELS,
     Alpha,
+    ColorSpace,
     CompressParams,
     Dither,
     ParameterError,
@@ -84,6 +85,9 @@ class Settings(BaseSettings):
         "keep", description="transparency: keep (palette with alpha, PLTE + tRNS) or flatten onto BACKGROUND"
     )
     background: str = Field("#ffffff", description="colour #rrggbb that ALPHA=flatten composites onto")
+    color_space: str = Field(
+        "rgb", description="where colours are clustered: rgb, or oklab (perceptual: fewer visible errors, slower)"
+    )
     seed: int = Field(
         0, description="random seed of the sklearn strategies (same seed, same output); kmeans is deterministic"
     )
@@ -192,6 +196,7 @@ class Settings(BaseSettings):
             dither_strength=self.dither_strength,
             alpha=_setting("ALPHA", Alpha.parse, self.alpha),
             background=parse_color(self.background, setting="ICSD_BACKGROUND"),
+            color_space=_setting("COLOR_SPACE", ColorSpace.parse, self.color_space),
         )
 
     def color_count(self) -> int:

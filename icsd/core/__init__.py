@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "Alpha",
+    "ColorSpace",
     "CompressParams",
     "CoreError",
     "DecodeError",
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
     from icsd.core.params import (
         DEFAULT_MAX_PIXELS,
         Alpha,
+        ColorSpace,
         CompressParams,
         Dither,
         Resample,
@@ -77,8 +79,8 @@ _HOME = {
     ),
     **dict.fromkeys(["JobOutcome", "Result", "compress_job"], "icsd.core.jobs"),
     **dict.fromkeys(
-        ["DEFAULT_MAX_PIXELS", "Alpha", "CompressParams", "Dither", "Resample", "Strategy", "colors_from_bits",
-         "parse_color", "parse_size"],
+        ["DEFAULT_MAX_PIXELS", "Alpha", "ColorSpace", "CompressParams", "Dither", "Resample", "Strategy",
+         "colors_from_bits", "parse_color", "parse_size"],
         "icsd.core.params",
     ),
     "compress": "icsd.core.pipeline",

@@ -15,6 +15,7 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "CompressParams",
     "Alpha",
+    "ColorSpace",
     "Dither",
     "Resample",
     "Strategy",
@@ -105,6 +106,20 @@ class Alpha(enum.StrEnum):
             raise ParameterError("alpha", f"unknown alpha {name!r}: use keep or flatten") from None
 
 
+class ColorSpace(enum.StrEnum):
+    """Where colours are clustered: sRGB values, or Oklab (perceptual; palette written back in sRGB)."""
+
+    RGB = "rgb"
+    OKLAB = "oklab"
+
+    @classmethod
+    def parse(cls, name: str | ColorSpace) -> ColorSpace:
+        try:
+            return cls(str(name).strip().lower())
+        except ValueError:
+            raise ParameterError("color_space", f"unknown color_space {name!r}: use rgb or oklab") from None
+
+
 @dataclass(frozen=True, slots=True)
 class CompressParams:
     """One job's parameters. Exactly one size rule applies: `size` > `max_size` > `scale`.
@@ -127,12 +142,14 @@ class CompressParams:
     dither_strength: float = 1.0
     alpha: Alpha = Alpha.KEEP
     background: tuple[int, int, int] = (255, 255, 255)  # RGB that ALPHA=flatten composites onto
+    color_space: ColorSpace = ColorSpace.RGB
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "strategy", Strategy.parse(self.strategy))
         object.__setattr__(self, "resample", Resample.parse(self.resample))
         object.__setattr__(self, "dither", Dither.parse(self.dither))
         object.__setattr__(self, "alpha", Alpha.parse(self.alpha))
+        object.__setattr__(self, "color_space", ColorSpace.parse(self.color_space))
         if len(self.background) != 3 or not all(0 <= int(c) <= 255 for c in self.background):
             raise ParameterError("background", f"background must be three values 0-255, got {self.background}")
         if not 0.0 <= self.dither_strength <= 1.0:  # also refuses NaN

@@ -48,7 +48,7 @@ def compress(data: bytes, params: CompressParams) -> Result:
         pixels = np.asarray(small)
         quantized = quantize(
             pixels, params.colors, params.strategy, params.seed, dither=params.dither.value,
-            strength=params.dither_strength,
+            strength=params.dither_strength, color_space=params.color_space.value,
         )
         png = encode_palette_png(quantized.palette, quantized.indices)
         colors = len(quantized.palette)

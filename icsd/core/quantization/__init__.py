@@ -28,6 +28,7 @@ from icsd.core.quantization import compiled
 from icsd.core.quantization.apply import apply_palette as _apply
 from icsd.core.quantization.apply import check_palette
 from icsd.core.quantization.histogram import Histogram, histogram, merge
+from icsd.core.quantization.oklab import fit_oklab
 from icsd.core.quantization.registry import lookup
 
 __all__ = ["Histogram", "Quantized", "apply_palette", "color_histogram", "fit_palette", "merge_histograms",
@@ -59,10 +60,12 @@ def quantize(
     palette: np.ndarray | None = None,
     dither: str = "none",
     strength: float = 1.0,
+    color_space: str = "rgb",
 ) -> Quantized:
     """Reduce `pixels` to at most `colors` colours with the named strategy, deterministically for `seed`; or,
     given `palette`, map them to exactly that palette (its entries and order kept). `dither` ("none",
-    "diffuse", "ordered") of `strength` (0..1) maps the pixels to the fitted palette (see dither.py)."""
+    "diffuse", "ordered") of `strength` (0..1) maps the pixels to the fitted palette (see dither.py);
+    `color_space="oklab"` clusters RGB colours in Oklab with k-means, whatever the strategy (see oklab.py)."""
     if palette is not None:
         return apply_palette(pixels, palette, dither=dither, strength=strength)
     fit = lookup(strategy)  # ParameterError for unknown names and size-only
@@ -71,6 +74,13 @@ def quantize(
     hist = histogram(pixels)
     if hist.at_most(colors):  # nothing to cluster: keep every colour exactly
         return _result(hist.colors, hist.expand(np.arange(hist.colors.shape[0])))
+    if color_space == "oklab" and not hist.grey:
+        palette, nearest = fit_oklab(hist, int(colors))
+        if dither != "none":
+            nearest = _apply(hist, palette, dither=dither, strength=strength)
+        return _compact(palette, nearest)
+    if color_space not in ("rgb", "oklab"):
+        raise ParameterError("color_space", f"color_space must be rgb or oklab, got {color_space!r}")
     fitted = fit(hist, int(colors), int(seed))
     assert fitted.nearest is not None  # an image's histogram has pixels
     if dither != "none":

@@ -58,7 +58,7 @@ def test_colour_boundaries_accepted(monkeypatch: pytest.MonkeyPatch, colors: int
         ({"ICSD_STRATEGY": "median"}, "ICSD_STRATEGY: unknown strategy 'median'"),
         ({"ICSD_RESAMPLE": "nearest"}, "ICSD_RESAMPLE: unknown resample 'nearest': use one of box, lanczos, stride"),
         ({"ICSD_SCALE": "0.5"}, "ICSD_SCALE must be >= 1, got 0.5"),
-        ({"ICSD_ALPHA": "drop"}, "ICSD_ALPHA: unknown alpha 'drop': use keep or flatten"),
+        ({"ICSD_ALPHA": "drop"}, "ICSD_ALPHA: unknown alpha 'drop': use one of keep, flatten"),
         ({"ICSD_BACKGROUND": "white"},
          "ICSD_BACKGROUND must be a colour like #rrggbb (e.g. #ffffff for white), got 'white'"),
         ({"ICSD_DITHER": "floyd"}, "ICSD_DITHER: unknown dither 'floyd': use one of none, diffuse, ordered"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
+from typing import TypeVar
 
 from icsd.core.errors import ParameterError
 
@@ -23,6 +24,8 @@ __all__ = [
     "parse_color",
     "parse_size",
 ]
+
+_Choice = TypeVar("_Choice", bound=enum.StrEnum)
 
 # Pillow's own decompression-bomb limit (Image.MAX_IMAGE_PIXELS), without importing Pillow here.
 DEFAULT_MAX_PIXELS = 89_478_485
@@ -68,11 +71,7 @@ class Resample(enum.StrEnum):
     @classmethod
     def parse(cls, name: str | Resample) -> Resample:
         """Accept a filter name case-insensitively."""
-        try:
-            return cls(str(name).strip().lower())
-        except ValueError:
-            allowed = ", ".join(r.value for r in cls)
-            raise ParameterError("resample", f"unknown resample {name!r}: use one of {allowed}") from None
+        return _choice(cls, name, "resample")
 
 
 class Dither(enum.StrEnum):
@@ -85,11 +84,7 @@ class Dither(enum.StrEnum):
     @classmethod
     def parse(cls, name: str | Dither) -> Dither:
         """Accept a method name case-insensitively."""
-        try:
-            return cls(str(name).strip().lower())
-        except ValueError:
-            allowed = ", ".join(d.value for d in cls)
-            raise ParameterError("dither", f"unknown dither {name!r}: use one of {allowed}") from None
+        return _choice(cls, name, "dither")
 
 
 class Alpha(enum.StrEnum):
@@ -100,10 +95,7 @@ class Alpha(enum.StrEnum):
 
     @classmethod
     def parse(cls, name: str | Alpha) -> Alpha:
-        try:
-            return cls(str(name).strip().lower())
-        except ValueError:
-            raise ParameterError("alpha", f"unknown alpha {name!r}: use keep or flatten") from None
+        return _choice(cls, name, "alpha")
 
 
 class ColorSpace(enum.StrEnum):
@@ -114,10 +106,7 @@ class ColorSpace(enum.StrEnum):
 
     @classmethod
     def parse(cls, name: str | ColorSpace) -> ColorSpace:
-        try:
-            return cls(str(name).strip().lower())
-        except ValueError:
-            raise ParameterError("color_space", f"unknown color_space {name!r}: use rgb or oklab") from None
+        return _choice(cls, name, "color_space")
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,3 +185,12 @@ def parse_color(text: str, *, setting: str) -> tuple[int, int, int]:
     if len(digits) == 6 and all(c in "0123456789abcdefABCDEF" for c in digits):
         return int(digits[0:2], 16), int(digits[2:4], 16), int(digits[4:6], 16)
     raise ParameterError(setting, f"{setting} must be a colour like #rrggbb (e.g. #ffffff for white), got {text!r}")
+
+
+def _choice(cls: type[_Choice], name: object, argument: str) -> _Choice:
+    """The member of a string enum named `name` (case-insensitively), or a ParameterError listing them."""
+    try:
+        return cls(str(name).strip().lower())
+    except ValueError:
+        allowed = ", ".join(member.value for member in cls)
+        raise ParameterError(argument, f"unknown {argument} {name!r}: use one of {allowed}") from None

@@ -7,6 +7,7 @@ BIN := $(VENV)/bin
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit("icsd needs Python >= 3.11, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
+	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || { echo "icsd: $(PYTHON) cannot create a venv (no ensurepip): on Debian/Ubuntu run 'sudo apt install python3-venv', then make again" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 

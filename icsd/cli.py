@@ -1,4 +1,4 @@
-"""Command line: `icsd run`, `icsd batch`, `icsd compress`, `icsd status`.
+"""Command line: `icsd run`, `icsd batch`, `icsd compress`, `icsd compare`, `icsd status`.
 
 User errors become one line on stderr and a sysexits code, never a traceback. The flags of `run`
 and `batch` are generated from the Settings model, so every setting is a flag with the same words
@@ -8,6 +8,7 @@ as its environment variable (`ICSD_MAX_SIZE` <-> `--max-size`).
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import math
 import os
@@ -22,6 +23,8 @@ from pathlib import Path
 from icsd import __version__
 from icsd.daemon.fork_server import start_for_command
 from icsd.errors import EX_USAGE, DataError, IcsdError, InputError, OutputError, SettingsError, UsageError
+from icsd.report.options import SIZE_FLAGS as COMPARE_SIZE_FLAGS
+from icsd.report.options import add_arguments as add_compare_arguments
 
 __all__ = ["build_parser", "main"]
 
@@ -39,11 +42,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     start_for_command(argv)  # already running when started through icsd.launch; idempotent
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # the command's usage, not the top level's, then one line with the best guess
+        command = parser.commands[args.command]
+        command.print_usage(sys.stderr)
+        parser.exit(EX_USAGE, f"icsd: error: {_unrecognized(extras, command)}\n")
     try:
         return args.handler(args)
     except IcsdError as exc:
-        print(f"icsd: error: {exc.message}", file=sys.stderr)
+        print(f"icsd: error: {_as_typed(exc.message, args)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("icsd: interrupted", file=sys.stderr)
@@ -88,8 +95,19 @@ def build_parser() -> argparse.ArgumentParser:
     one.add_argument("file", type=Path, help="image to compress")
     # str, not Path: Path("") is "." and an empty -o would silently mean the current folder.
     one.add_argument("-o", "--output", help="output PNG [default: FILE with .png beside it]")
+    one.add_argument("-f", "--force", action="store_true",
+                     help="replace the output file if it exists (without it, an existing file is an error)")
     _add_setting_flags(one, Settings, names=COMPRESS_FLAGS)
     one.set_defaults(handler=_cmd_compress)
+
+    compare = commands.add_parser(
+        "compare", help="compress sample images every way asked and write an HTML page to compare them",
+        usage="icsd compare FILE|DIR... [--colors K,...] [--strategies all|S,...] [--dither D,...] [--sample N] "
+        "[-o PAGE.html] [--sheet SHEET.png] [--force] [--scale F | --max-size WxH | --size WxH] [...]",
+    )
+    add_compare_arguments(compare)
+    _add_setting_flags(compare, Settings, names=COMPARE_SIZE_FLAGS)
+    compare.set_defaults(handler=_cmd_compare)
 
     status = commands.add_parser(
         "status", help="print journal counts by state and the last failures",
@@ -98,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_setting_flags(status, Settings, names=("output_dir", "state_dir"))
     status.add_argument("--failures", type=int, default=10, help="how many recent failures to list")
     status.set_defaults(handler=_cmd_status)
+    parser.commands = {"run": run, "batch": batch, "compress": one, "status": status}
     return parser
 
 
@@ -122,7 +141,8 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         args.input_dir = args.folder
     settings = _settings_from(args)
     # `run` creates its drop folder; a batch over nothing is a typo
-    _check_input_folder(settings.input_dir, hint="check the FOLDER argument or ICSD_INPUT_DIR", must_exist=True)
+    hint = "check the FOLDER argument" if args.folder is not None else "check ICSD_INPUT_DIR or give a FOLDER"
+    _check_input_folder(settings.input_dir, hint=hint, must_exist=True)
     service = _prepared_service(settings, Service, mode="batch")
     received = _stop_on_signals(service)
     bar = ProgressBar(total=0)
@@ -140,7 +160,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
 
 
 def _cmd_compress(args: argparse.Namespace) -> int:
-    from icsd.core import ImageError, compress
+    from icsd.core import ImageError, compress, preload_strategy
     from icsd.daemon.output import write_atomic
     from icsd.daemon.progress import colours, human_bytes, reduction_pct
 
@@ -152,19 +172,23 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         data = source.read_bytes()
     except OSError as exc:
         raise InputError(f"cannot read {source}: {exc.strerror or exc}") from None
-    target = _compress_target(source, args.output)
+    target = _compress_target(source, args.output, force=args.force)
+    preload_strategy(params.strategy)  # scikit-learn's import is not the image's time
     try:
         result = compress(data, params)
     except ImageError as exc:  # the core's: bad image data, exit 65
         raise DataError(f"{source}: {exc.message}") from None
     try:
-        write_atomic(target.parent.resolve(), target.name, result.data)
+        write_atomic(target.parent.resolve(), target.name, result.data, replace=args.force)
+    except FileExistsError:  # appeared while we worked
+        raise OutputError(_exists(target)) from None
     except OSError as exc:
         raise OutputError(f"cannot write {target}: {exc.strerror or exc}; choose another path with -o") from None
     (w_in, h_in), (w_out, h_out) = result.input_size, result.output_size
     print(f"{source} -> {target}")
     print(f"size before: {human_bytes(result.input_bytes)} ({w_in}x{h_in} px)")
-    print(f"size after:  {human_bytes(result.output_bytes)} ({w_out}x{h_out} px, {colours(result.colors)}, "
+    print(f"size after:  {human_bytes(result.output_bytes)} ({w_out}x{h_out} px, "
+          f"{colours(result.colors, grey=params.grayscale)}, "
           f"{result.strategy})")
     print(f"reduction:   {reduction_pct(result.input_bytes, result.output_bytes):.1f}%")
     if result.psnr is not None:
@@ -174,6 +198,13 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from icsd.report.command import compare
+
+    _warn_unknown_env()
+    return compare(args, _settings_from(args))
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     from icsd.daemon.journal import Journal
     from icsd.daemon.logs import one_line
@@ -181,7 +212,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     _warn_unknown_env()
     settings = _settings_from(args, validate=False)
     path = settings.state_path / "journal.sqlite3"
-    if not path.exists():
+    if not _exists_or_error(path, InputError, f"cannot read the journal {path}", "check ICSD_OUTPUT_DIR"):
         raise SettingsError(f"no journal at {path}: icsd has not run with ICSD_OUTPUT_DIR={settings.output_dir}")
     journal = Journal.open_readonly(path)
     try:
@@ -219,6 +250,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a command-line mistake exits EX_USAGE (64) rather than 2: sysexits like every other
     error of icsd, and one the systemd unit does not restart in a loop (RestartPreventExitStatus=64 78)."""
 
+    commands: dict[str, argparse.ArgumentParser]  # the subcommands' parsers, for "did you mean"
+
     def error(self, message: str) -> typing.NoReturn:
         self.print_usage(sys.stderr)
         self.exit(EX_USAGE, f"{self.prog}: error: {message}\n")
@@ -226,9 +259,10 @@ class _Parser(argparse.ArgumentParser):
 
 def _check_input_folder(folder: Path, *, hint: str, must_exist: bool) -> None:
     """The input must be a folder: a file given by mistake is named as such, not "does not exist"."""
-    if folder.exists() and not folder.is_dir():
+    exists = _exists_or_error(folder, InputError, f"cannot read input folder {folder}", hint)
+    if exists and not folder.is_dir():
         raise InputError(f"input folder {folder} is not a folder: {hint} (icsd compress takes one file)")
-    if must_exist and not folder.exists():
+    if must_exist and not exists:
         raise InputError(f"input folder {folder} does not exist: {hint}")
 
 
@@ -242,9 +276,9 @@ def _create_folders(settings: typing.Any, *, mode: str) -> None:
     wanted |= {name: folder for name, folder in settings.folders().items()
                if name != "ICSD_ARCHIVE_DIR" or settings.on_success == "archive"}
     for name, folder in wanted.items():
-        if folder.exists() and not folder.is_dir():
-            raise OutputError(f"{name} {folder} exists and is not a folder: choose another path")
         try:
+            if folder.exists() and not folder.is_dir():
+                raise OutputError(f"{name} {folder} exists and is not a folder: choose another path")
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputError(
@@ -252,23 +286,64 @@ def _create_folders(settings: typing.Any, *, mode: str) -> None:
             ) from None
 
 
-def _compress_target(source: Path, output: str | None) -> Path:
-    """Where `icsd compress` writes, checked before the work is done; never the input itself."""
+def _compress_target(source: Path, output: str | None, *, force: bool) -> Path:
+    """Where `icsd compress` writes, checked before the work is done; never the input itself, and never a file
+    that exists unless `force` (pngquant's convention: icsd did not write it, so it is not icsd's to replace)."""
     if output is not None and not output.strip():
         raise UsageError("-o/--output is empty: give the output file name (e.g. -o small.png)")
     target = Path(output) if output is not None else source.with_suffix(".png")
-    if target.is_dir() or (output is not None and output.endswith("/")):  # Path() drops a trailing slash
-        example = target / f"{source.stem}.png"
-        raise OutputError(f"cannot write {target}/: it names a folder; give a file name (e.g. -o {example})")
-    if target.is_symlink() or (target.exists() and not target.is_file()):
-        # The atomic write renames a new file over the target: it would replace the link, the FIFO or, as
-        # root, a device node such as /dev/null with a regular file.
-        raise OutputError(f"cannot write {target}: it is not a regular file; choose another path with -o")
-    if target.parent.exists() and not target.parent.is_dir():
-        raise OutputError(f"cannot write {target}: {target.parent} is not a folder; choose another path with -o")
-    if target.resolve() == source.resolve():
-        target = source.with_name(f"{source.stem}.icsd.png")
+    try:
+        if target.is_dir() or (output is not None and output.endswith("/")):  # Path() drops a trailing slash
+            example = target / f"{source.stem}.png"
+            raise OutputError(f"cannot write {target}/: it names a folder; give a file name (e.g. -o {example})")
+        if target.is_symlink() or (target.exists() and not target.is_file()):
+            # The atomic write renames a new file over the target: it would replace the link, the FIFO or, as
+            # root, a device node such as /dev/null with a regular file.
+            raise OutputError(f"cannot write {target}: it is not a regular file; choose another path with -o")
+        if target.parent.exists() and not target.parent.is_dir():
+            raise OutputError(f"cannot write {target}: {target.parent} is not a folder; choose another path with -o")
+        if target.resolve() == source.resolve():
+            target = source.with_name(f"{source.stem}.icsd.png")
+        if not force and os.path.lexists(target):
+            raise OutputError(_exists(target))
+    except OSError as exc:  # a folder on the way we may not search: one line, not a traceback
+        raise OutputError(f"cannot write {target}: {exc.strerror or exc}; choose another path with -o") from None
     return target
+
+
+def _exists(target: Path) -> str:
+    return f"{target} already exists: add --force to replace it, or choose another path with -o"
+
+
+def _exists_or_error(path: Path, error: type[IcsdError], what: str, hint: str) -> bool:
+    """path.exists(), with an OSError (a folder on the way we may not search) as `error`'s one line."""
+    try:
+        return path.exists()
+    except OSError as exc:
+        raise error(f"{what}: {exc.strerror or exc}; {hint}") from None
+
+
+def _unrecognized(extras: list[str], command: argparse.ArgumentParser) -> str:
+    """argparse's message, with "did you mean" for a misspelt flag of the command (`--colour` -> `--colors`)."""
+    message = f"unrecognized arguments: {' '.join(extras)}"
+    known = sorted(option for option in command._option_string_actions if option.startswith("--"))
+    for extra in extras:
+        flag = extra.partition("=")[0]
+        close = difflib.get_close_matches(flag, known, n=1) if flag.startswith("--") else []
+        if close:
+            return f"{message}; did you mean {close[0]}?"
+    return message
+
+
+def _as_typed(message: str, args: argparse.Namespace) -> str:
+    """An error message naming each setting as the user gave it: the flag, the variable or the .env line."""
+    from icsd.settings import Settings, as_typed
+
+    flags = {name: "--" + name.replace("_", "-") for name in Settings.model_fields
+             if getattr(args, name, None) is not None}
+    if getattr(args, "folder", None) is not None:
+        flags["input_dir"] = "FOLDER"
+    return as_typed(message, flags)
 
 
 def _stop_on_signals(service: typing.Any) -> list[int]:

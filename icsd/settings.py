@@ -12,6 +12,8 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,7 +36,7 @@ from icsd.core import (
 )
 from icsd.errors import SettingsError
 
-__all__ = ["ALTERNATIVES", "ENV_PREFIX", "Settings", "load_settings", "unknown_env_warnings"]
+__all__ = ["ALTERNATIVES", "ENV_PREFIX", "Settings", "as_typed", "load_settings", "unknown_env_warnings"]
 
 ENV_PREFIX = "ICSD_"
 DEFAULT_COLORS = 16
@@ -281,6 +283,46 @@ def unknown_env_warnings(environ: dict[str, str] | None = None, env_file: Path =
         hint = f"; did you mean {bare[close[0]]}?" if close else ""
         warnings.append(f"unknown setting {key} is ignored{hint}")
     return warnings
+
+
+def as_typed(message: str, flags: Mapping[str, str], environ: Mapping[str, str] | None = None,
+             env_file: Path = Path(".env")) -> str:
+    """`message` with each ICSD_<NAME> it mentions named as the user gave that setting.
+
+    Messages are written with variable names; a user who typed `--colors 300` should read `--colors`, one who
+    set it in .env the line to fix. `flags`: setting name -> what the command line called it (`--colors`).
+    Names set nowhere (a default mentioned as a bound) stay variables.
+    """
+    environ = os.environ if environ is None else environ
+    in_env = {key.upper() for key, value in environ.items() if value}  # empty values are ignored
+
+    def typed(match: re.Match[str]) -> str:
+        variable = match.group(0)
+        name = variable.removeprefix(ENV_PREFIX).lower()
+        if name not in Settings.model_fields:
+            return variable
+        if name in flags:
+            return flags[name]
+        if variable in in_env:
+            return variable
+        line = _dotenv_line(env_file, variable)
+        return f"{variable} ({env_file} line {line})" if line else variable
+
+    return re.sub(rf"\b{ENV_PREFIX}[A-Z0-9_]*[A-Z0-9]", typed, message)
+
+
+def _dotenv_line(env_file: Path, variable: str) -> int | None:
+    """The number of the line of `env_file` that sets `variable` (the last one wins, as in python-dotenv)."""
+    try:
+        lines = env_file.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    found = None
+    for number, line in enumerate(lines, start=1):
+        key = line.strip().removeprefix("export ").partition("=")[0].strip()
+        if key.upper() == variable:
+            found = number
+    return found
 
 
 class _OneChoicePerGroup(PydanticBaseSettingsSource):

@@ -24,3 +24,11 @@ def start_daemon(tmp_path: Path) -> Iterator[Any]:
     yield start
     for daemon in started:
         daemon.kill()
+
+
+@pytest.fixture(scope="session")
+def compare_run(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One real `icsd compare` run (tests/compare_run.py), shared by the page, sheet and browser tests."""
+    from tests.compare_run import run_compare
+
+    return run_compare(tmp_path_factory.mktemp("compare"))

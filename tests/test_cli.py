@@ -51,7 +51,7 @@ def test_compress_options_bits_grayscale_exact_size(tmp_path: Path) -> None:
     done = icsd("compress", str(source), "-o", str(target), "--bits", "2", "--grayscale", "--size", "224x224",
                 "--strategy", "FKM", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "(224x224 px, 4 colours, sklearn-kmeans)" in done.stdout
+    assert "(224x224 px, 4 grey levels, sklearn-kmeans)" in done.stdout
     with Image.open(target) as image:
         assert image.size == (224, 224)
         colours = image.convert("RGB").getcolors()
@@ -73,11 +73,11 @@ def test_compress_never_overwrites_a_png_input(tmp_path: Path) -> None:
     [
         (["compress", "missing.jpg"], 66, "icsd: error: cannot read missing.jpg: No such file or directory"),
         (["compress", "text.jpg"], 65, "icsd: error: text.jpg: "),
-        (["compress", "text.jpg", "--colors", "1"], 78, "icsd: error: ICSD_COLORS must be between 2 and 256, got 1"),
+        (["compress", "text.jpg", "--colors", "1"], 78, "icsd: error: --colors must be between 2 and 256, got 1"),
         (["compress", "text.jpg", "--colors", "4", "--bits", "2"], 64, "argument --bits: not allowed with argument"),
         (["compress", "text.jpg", "--scale", "2", "--size", "9x9"], 64, "argument --size: not allowed with argument"),
         (["batch", "--bogus"], 64, "icsd: error: unrecognized arguments: --bogus"),  # EX_USAGE, not argparse's 2
-        (["run", "--strategy", "median"], 78, "icsd: error: ICSD_STRATEGY: unknown strategy 'median'"),
+        (["run", "--strategy", "median"], 78, "icsd: error: --strategy: unknown strategy 'median'"),
         (["batch", "no-such-folder"], 66, "icsd: error: input folder no-such-folder does not exist: check the"),
     ],
 )
@@ -125,7 +125,7 @@ def test_batch_exit_flushes_the_log_and_leaves_no_temporary_files(tmp_path: Path
     write_image(tmp_path / "photos" / "a.jpg", sample_image(crop=100))
     done = icsd("batch", "photos", "--output-dir", "out", "--workers", "2", cwd=tmp_path, TMPDIR=str(temp))
     assert done.returncode == 0, done.stderr
-    assert "icsd stopped: 1 images done, 0 failed" in done.stderr.strip().splitlines()[-1]
+    assert "icsd stopped: 1 image done, 0 failed" in done.stderr.strip().splitlines()[-1]
     assert list(temp.iterdir()) == []  # multiprocessing's socket folder (pymp-*) was removed
 
 
@@ -154,7 +154,7 @@ def compressed_size(done: subprocess.CompletedProcess[str]) -> str:
 def test_size_rule_flag_wins_over_the_environment(tmp_path: Path) -> None:
     write_image(tmp_path / "a.jpg", sample_image(crop=100))
     for flags, size in ((["--scale", "2"], "50x50"), (["--max-size", "40x40"], "40x40"), ([], "64x64")):
-        done = icsd("compress", "a.jpg", *flags, cwd=tmp_path, ICSD_SIZE="64x64")
+        done = icsd("compress", "a.jpg", "--force", *flags, cwd=tmp_path, ICSD_SIZE="64x64")
         assert done.returncode == 0, done.stderr
         assert compressed_size(done) == size, flags
 
@@ -185,10 +185,10 @@ def test_environment_choice_wins_over_dotenv(tmp_path: Path) -> None:
         (["compress", "a.jpg"], {"ICSD_SIZE": "9x9", "ICSD_MAX_SIZE": "5x5"}, 78,
          "set ICSD_MAX_SIZE or ICSD_SIZE, not both: the environment sets both"),
         (["compress", "a.jpg", "--size", "100000x100000"], {}, 78,
-         "ICSD_SIZE 100000x100000 is 10000000000 pixels, more than ICSD_MAX_PIXELS (89478485): choose a smaller size"),
-        (["compress", "a.jpg", "--scale", "inf"], {}, 78, "ICSD_SCALE must be a finite number >= 1, got inf"),
-        (["compress", "a.jpg", "--scale", "0.5"], {}, 78, "ICSD_SCALE must be >= 1, got 0.5"),
-        (["compress", "a.jpg", "--max-pixels", "0"], {}, 78, "ICSD_MAX_PIXELS must be between 1 and 178956970, got 0"),
+         "--size 100000x100000 is 10000000000 pixels, more than ICSD_MAX_PIXELS (89478485): choose a smaller size"),
+        (["compress", "a.jpg", "--scale", "inf"], {}, 78, "--scale must be a finite number >= 1, got inf"),
+        (["compress", "a.jpg", "--scale", "0.5"], {}, 78, "--scale must be >= 1, got 0.5"),
+        (["compress", "a.jpg", "--max-pixels", "0"], {}, 78, "--max-pixels must be between 1 and 178956970, got 0"),
         (["batch", "in"], {"ICSD_SCALE": "0.5"}, 78, "ICSD_SCALE must be >= 1, got 0.5"),
         (["compress", "a.jpg", "-o", "folder"], {}, 73,
          "cannot write folder/: it names a folder; give a file name (e.g. -o folder/a.png)"),
@@ -208,14 +208,13 @@ def test_environment_choice_wins_over_dotenv(tmp_path: Path) -> None:
         (["run"], {"ICSD_INPUT_DIR": "a.jpg"}, 66,
          "input folder a.jpg is not a folder: check ICSD_INPUT_DIR (icsd compress takes one file)"),
         (["batch", "a.jpg"], {}, 66,
-         "input folder a.jpg is not a folder: check the FOLDER argument or ICSD_INPUT_DIR "
-         "(icsd compress takes one file)"),
+         "input folder a.jpg is not a folder: check the FOLDER argument (icsd compress takes one file)"),
         (["batch", "in", "--output-dir", "/proc/foo"], {}, 73,
-         "cannot create ICSD_OUTPUT_DIR /proc/foo: No such file or directory; choose a folder you can write to"),
+         "cannot create --output-dir /proc/foo: No such file or directory; choose a folder you can write to"),
         (["batch", "in", "--output-dir", "a.jpg"], {}, 73,
-         "ICSD_OUTPUT_DIR a.jpg exists and is not a folder: choose another path"),
+         "--output-dir a.jpg exists and is not a folder: choose another path"),
         (["run", "--input-dir", "in", "--state-dir", "a.jpg/state"], {}, 73,
-         "cannot create ICSD_STATE_DIR a.jpg/state: Not a directory; choose a folder you can write to"),
+         "cannot create --state-dir a.jpg/state: Not a directory; choose a folder you can write to"),
     ],
 )
 def test_bad_paths_and_values_are_one_line_errors(

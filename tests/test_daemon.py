@@ -73,7 +73,7 @@ def test_junk_is_ignored_and_a_corrupt_file_fails_without_stopping_the_daemon(st
     assert daemon.failed() == ["broken.jpg", "broken.jpg.error.json"]
     assert not (daemon.input / "broken.jpg").exists()
     assert daemon.stop() == 0
-    assert "icsd stopped: 1 images done, 1 failed" in daemon.log()
+    assert "icsd stopped: 1 image done, 1 failed" in daemon.log()
     for junk in ("DS_Store", "Thumbs", "notes", "upload", "x.tmp", "backup", "hidden"):
         assert junk not in daemon.log()
 
@@ -114,7 +114,7 @@ def test_restart_does_not_process_done_files_again(start_daemon, tmp_path: Path)
 def test_settings_error_exits_with_config_code_and_one_line(start_daemon) -> None:
     daemon = start_daemon("--colors", "300")
     assert daemon.wait() == 78
-    assert daemon.log().strip() == "icsd: error: ICSD_COLORS must be between 2 and 256, got 300"
+    assert daemon.log().strip() == "icsd: error: --colors must be between 2 and 256, got 300"
 
 
 def test_wait_until_reports_what_it_waited_for() -> None:

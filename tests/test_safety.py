@@ -93,7 +93,8 @@ def test_our_folders_inside_the_input_folder_are_refused_at_startup_naming_the_s
         for setting, daemon in daemons.items():
             assert daemon.wait(60) == EX_CONFIG, daemon.log()
             message = daemon.log().strip()
-            assert message.startswith(f"icsd: error: ICSD_{setting} (") and "is inside ICSD_INPUT_DIR" in message
+            flag = "--" + setting.lower().replace("_", "-")  # named as typed: these came from the command line
+            assert message.startswith(f"icsd: error: {flag} (") and "is inside --input-dir" in message
             assert "\n" not in message
     finally:
         for daemon in daemons.values():

@@ -158,7 +158,7 @@ def test_json_logs_carry_the_progress_fields(start_daemon) -> None:
     assert fields["strategy"] == "kmeans" and fields["colors"] <= 16 and fields["done"] == 1
     assert fields["bytes_out"] < fields["bytes_in"] and 0 < fields["reduction_pct"] < 100
     assert {"ts", "level", "logger", "message", "seconds", "queued", "runtime_seconds"} <= fields.keys()
-    assert records[-1]["message"].startswith("icsd stopped: 1 images done")
+    assert records[-1]["message"].startswith("icsd stopped: 1 image done")
 
 
 @pytest.mark.timeout(240)

@@ -63,7 +63,7 @@ def test_sigterm_past_the_drain_bound_exits_zero_at_once_and_the_next_start_does
     assert wait_for_exit(daemon.process, pool) == 0, daemon.log()
 
     log = daemon.log()
-    assert "1 images were still in progress; they will be processed on the next start" in log
+    assert "1 image was still in progress; it will be processed on the next start" in log
     assert "icsd stopped: 0 images done, 0 failed" in log
     assert "Traceback" not in log and "FAILED" not in log
     assert rows(daemon.journal_path) == {"noise.png": ("pending", 0)}  # the cut-off attempt is not counted
@@ -90,7 +90,7 @@ def test_sigterm_finishes_the_running_image_but_starts_none_of_the_queued_ones(s
     log = daemon.log()
     assert "waiting up to 30 s for 2 images in progress" in log, log  # the running one and the queued one
     [done] = daemon.progress_names()
-    assert "icsd stopped: 1 images done, 0 failed" in log and "still in progress" not in log, log
+    assert "icsd stopped: 1 image done, 0 failed" in log and "still in progress" not in log, log
     assert "FAILED" not in log and "retrying" not in log
     states = rows(daemon.journal_path)
     assert states.pop(done) == ("done", 1)
@@ -130,5 +130,5 @@ def test_batch_interrupted_with_no_drain_time_exits_at_once_and_a_rerun_finishes
     rerun = subprocess.run(command, cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60,
                            stdin=subprocess.DEVNULL)
     assert rerun.returncode == 0, rerun.stderr
-    assert "icsd stopped: 1 images done, 0 failed" in rerun.stderr
+    assert "icsd stopped: 1 image done, 0 failed" in rerun.stderr
     assert journal_states(journal) == {"noise.png": "done"}

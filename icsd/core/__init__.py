@@ -37,6 +37,7 @@ __all__ = [
     "merge_histograms",
     "parse_color",
     "parse_size",
+    "preload_strategy",
     "quantize",
 ]
 
@@ -71,6 +72,7 @@ if TYPE_CHECKING:
         merge_histograms,
         quantize,
     )
+    from icsd.core.quantization.registry import preload_strategy
 
 _HOME = {
     **dict.fromkeys(
@@ -84,12 +86,12 @@ _HOME = {
         "icsd.core.params",
     ),
     "compress": "icsd.core.pipeline",
+    "preload_strategy": "icsd.core.quantization.registry",
     **dict.fromkeys(
         ["Quantized", "apply_palette", "color_histogram", "fit_palette", "merge_histograms", "quantize"],
         "icsd.core.quantization",
     ),
 }
-
 
 def __getattr__(name: str) -> Any:
     """Load a public name's module on first use, and keep the name (not the module) bound here."""

@@ -97,10 +97,13 @@ def safe_join(root: Path, rel: str) -> Path:
     return path
 
 
-def write_atomic(root: Path, rel: str, data: bytes) -> Path:
-    """Write root/rel atomically and durably; on any error nothing is left behind."""
+def write_atomic(root: Path, rel: str, data: bytes, *, replace: bool = True) -> Path:
+    """Write root/rel atomically and durably; on any error nothing is left behind.
+
+    `replace=False`: FileExistsError if anything is at root/rel, even one created while we wrote.
+    """
     target = safe_join(root, rel)
-    _install(target, lambda handle: handle.write(data))
+    _install(target, lambda handle: handle.write(data), replace=replace)
     return target
 
 
@@ -164,10 +167,13 @@ def _taken(root: Path, rel: str) -> bool:
     return os.path.lexists(root / rel) or os.path.lexists(root / sidecar_name(rel))
 
 
-def _install(target: Path, fill: Callable[[BinaryIO], object], *, like: Path | None = None) -> None:
+def _install(
+    target: Path, fill: Callable[[BinaryIO], object], *, like: Path | None = None, replace: bool = True
+) -> None:
     """Fill a temporary file beside `target`, fsync it, rename it over `target`, fsync the folder.
 
     `like`: copy that file's mode and times (a moved original keeps them); otherwise 0644 less umask.
+    `replace=False`: hard-link instead of rename, which fails with FileExistsError rather than replace.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
@@ -180,12 +186,31 @@ def _install(target: Path, fill: Callable[[BinaryIO], object], *, like: Path | N
             shutil.copystat(like, temp)
         else:
             os.chmod(temp, 0o644 & ~_UMASK)
-        os.replace(temp, target)
+        if replace:
+            os.replace(temp, target)
+        else:
+            _link_new(temp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
     _fsync_dir(target.parent)
+
+
+def _link_new(temp: str, target: Path) -> None:
+    """Put `temp` at `target` only if nothing is there: link(2) is atomic and never replaces."""
+    try:
+        os.link(temp, target)
+    except FileExistsError:
+        raise
+    except OSError as exc:  # file systems without hard links (FAT, some FUSE): check, then rename
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        if os.path.lexists(target):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(target)) from None
+        os.replace(temp, target)
+        return
+    os.unlink(temp)
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -23,6 +23,7 @@ __all__ = [
     "human_duration",
     "image_fields",
     "image_line",
+    "images",
     "reduction_pct",
 ]
 
@@ -37,9 +38,16 @@ def human_bytes(count: int) -> str:
     raise AssertionError("unreachable")
 
 
-def colours(count: object) -> str:
-    """16 -> '16 colours', 1 -> '1 colour' (a flat image quantizes to a single colour)."""
-    return f"{count} colour" if count == 1 else f"{count} colours"
+def colours(count: object, *, grey: bool = False) -> str:
+    """16 -> '16 colours', 1 -> '1 colour' (a flat image quantizes to a single colour); grey: '16 grey levels'."""
+    word = "grey level" if grey else "colour"
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def images(count: int, *, grey: bool = False) -> str:
+    """1 -> '1 image', 40 -> '40 images'; grey: '40 grey images'."""
+    word = "grey image" if grey else "image"
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
 def human_duration(seconds: float) -> str:
@@ -64,6 +72,7 @@ class Tally:
     bytes_in: int = 0
     bytes_out: int = 0
     busy_seconds: float = 0.0  # summed per-image processing time
+    grey: bool = False  # the run writes grayscale images: the summary says so
 
     @property
     def runtime(self) -> float:
@@ -77,7 +86,7 @@ class Tally:
 
     def summary(self) -> str:
         return (
-            f"{self.done} images done, {self.failed} failed, "
+            f"{images(self.done, grey=self.grey)} done, {self.failed} failed, "
             f"{human_bytes(self.bytes_in)} in -> {human_bytes(self.bytes_out)} out "
             f"({0.0 - reduction_pct(self.bytes_in, self.bytes_out):+.1f}%), "
             f"processing {human_duration(self.busy_seconds)}, runtime {human_duration(self.runtime)}"
@@ -96,6 +105,7 @@ def image_fields(
     seconds: float,
     tally: Tally,
     queued: int,
+    grayscale: bool = False,
     psnr: float | None = None,
 ) -> dict[str, object]:
     """The fields of one finished image, shared by the text line, JSON logs and metrics.
@@ -113,6 +123,7 @@ def image_fields(
         "bytes_out": bytes_out,
         "reduction_pct": round(reduction_pct(bytes_in, bytes_out), 1),
         "colors": colors,
+        "grayscale": grayscale,
         "strategy": strategy,
         "psnr_db": round(psnr, 2) if psnr is not None and math.isfinite(psnr) else None,
         "exact": psnr == math.inf,
@@ -130,7 +141,7 @@ def image_line(f: dict[str, object]) -> str:
         f"{f['name']}: {f['width_in']}x{f['height_in']} -> {f['width_out']}x{f['height_out']} px, "
         f"{human_bytes(int(f['bytes_in']))} -> {human_bytes(int(f['bytes_out']))} "
         f"({0.0 - float(f['reduction_pct']):+.1f}%), "
-        f"{colours(f['colors'])}, {f['strategy']}{_fidelity(f)}, {f['seconds']:.2f} s"
+        f"{colours(f['colors'], grey=bool(f.get('grayscale')))}, {f['strategy']}{_fidelity(f)}, {f['seconds']:.2f} s"
         f" | done {f['done']}, failed {f['failed']}, queued {f['queued']}"
         f" | runtime {human_duration(float(f['runtime_seconds']))}"
     )

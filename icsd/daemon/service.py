@@ -40,7 +40,7 @@ from icsd.daemon.journal import FileId, Journal, content_digest
 from icsd.daemon.metrics import Metrics, NullMetrics, create_metrics
 from icsd.daemon.notify import Notifier, WatchdogPinger
 from icsd.daemon.output import output_name, output_names, remove_stray_temps
-from icsd.daemon.progress import Tally, human_duration, image_fields, image_line
+from icsd.daemon.progress import Tally, human_duration, image_fields, image_line, images
 from icsd.errors import EX_SOFTWARE, IcsdError, InputError, TransientError
 from icsd.settings import Settings
 
@@ -82,7 +82,7 @@ class Service:
         self.output_root = settings.output_dir.resolve()
         self.failed_root = settings.failed_path.resolve()
         self.archive_root = settings.archive_dir.resolve() if settings.archive_dir else None
-        self.tally = Tally()
+        self.tally = Tally(grey=self.params.grayscale)
         self.in_flight_limit = 2 * settings.worker_count
         self._executor = executor
         self._events: queue.Queue[tuple] = queue.Queue()
@@ -127,9 +127,7 @@ class Service:
             for lock in self._locks:
                 lock.close()
             raise
-        stray = sum(remove_stray_temps(root) for root in self._our_roots())
-        if stray:
-            log.info("removed %d temporary files left by an earlier crash", stray)
+        stray = sum(remove_stray_temps(root) for root in self._our_roots())  # logged after the first line
         self.journal = Journal(self.settings.state_path.resolve() / "journal.sqlite3")
         self.metrics = create_metrics(self.settings.metrics_port, self.settings.metrics_host)
         self.metrics.set_runtime_source(lambda: self.tally.runtime)
@@ -154,6 +152,8 @@ class Service:
             self.settings.worker_count,
             executor.name,
         )
+        if stray:
+            log.info("removed %d temporary files left by an earlier crash", stray)
         exit_code = 0
         try:
             exit_code = self._loop(executor, watcher)
@@ -193,8 +193,8 @@ class Service:
                 log.error("the folder watcher stopped working (%s); exiting so the service manager restarts icsd",
                           watcher.failure())
                 return EX_SOFTWARE
-        log.info("stopping: no new files are taken; waiting up to %g s for %d images in progress",
-                 self.settings.drain_seconds, len(self._in_flight))
+        log.info("stopping: no new files are taken; waiting up to %g s for %s in progress",
+                 self.settings.drain_seconds, images(len(self._in_flight)))
         return 0
 
     def _idle(self) -> bool:
@@ -377,6 +377,7 @@ class Service:
             seconds=result.seconds,
             tally=self.tally,
             queued=self.queued,
+            grayscale=self.params.grayscale,
             psnr=result.psnr,
         )
         log.info(image_line(fields), extra={"fields": fields})
@@ -494,11 +495,13 @@ class Service:
             self._storage.probe_now()
             self._flush_held_results()
             if self._held:
-                log.warning("%d finished images could not be saved (%s); they will be processed again on the next "
-                            "start", len(self._held), self._storage.error)
+                log.warning("%d finished %s not be saved (%s); they will be processed again on the next start",
+                            len(self._held), "image could" if len(self._held) == 1 else "images could",
+                            self._storage.error)
             if self._in_flight:
-                log.warning("%d images were still in progress; they will be processed on the next start",
-                            len(self._in_flight))
+                log.warning("%s still in progress; %s processed on the next start",
+                            *(("1 image was", "it will be") if len(self._in_flight) == 1
+                              else (f"{len(self._in_flight)} images were", "they will be")))
                 for rel in self._in_flight:
                     self._give_back(rel, "cut off by the drain bound when icsd stopped")
         finally:  # even if interrupted (a second Ctrl-C): a busy worker left alive would block the exit

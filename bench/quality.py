@@ -8,7 +8,9 @@ total bytes (and as a ratio to pngquant --speed 4 --nofs), PSNR from the geometr
 distance sees, the figure dithering improves), mean Oklab distance x 100 (dE-ok: perceptual error) and the
 median time per image (icsd: quantize + encode in
 process; pngquant: the whole command, from a PNG file; Pillow: quantize + save). Needs the bench extra and
-`pngquant` on PATH. Also writes a sheet of crops (original, none, diffuse, ordered, pngquant) to look at.
+`pngquant` on PATH. Also writes a sheet of crops (original, none, diffuse, ordered, pngquant) to look at,
+and compares transparency (alpha kept) on RGBA versions of the photos: bytes and PSNR composited on white
+and on black.
 """
 
 from __future__ import annotations
@@ -127,6 +129,49 @@ def table(images: list[tuple[str, np.ndarray]], k: int, repeat: int) -> None:
               f"{secs * 1000:7.1f} {secs / ref[5]:6.2f}")
 
 
+def with_alpha(pixels: np.ndarray) -> np.ndarray:
+    """RGBA: the photo under a soft-edged ellipse (alpha 255 inside, falling to 0 over 16 px, clear outside)."""
+    h, w = pixels.shape[:2]
+    yy, xx = np.mgrid[:h, :w]
+    radius = np.hypot((yy - h / 2) / (h / 2), (xx - w / 2) / (w / 2)) * min(h, w) / 2
+    alpha = np.clip((min(h, w) / 2 - 8 - radius) * (255 / 16), 0, 255).astype(np.uint8)
+    return np.dstack([pixels, alpha])
+
+
+def composite(rgba: np.ndarray, background: int) -> np.ndarray:
+    alpha = rgba[..., 3:].astype(np.float64) / 255
+    return rgba[..., :3] * alpha + background * (1 - alpha)
+
+
+def alpha_table(images: list[tuple[str, np.ndarray]], k: int) -> None:
+    """icsd (alpha kept) against pngquant --speed 4, without and with dithering, on RGBA versions of the photos:
+    bytes and PSNR of the outputs composited on white and on black against the original composited alike."""
+    from icsd.core.quantization.alpha import quantize_alpha
+
+    def icsd_rgba(rgba: np.ndarray, dither: str) -> bytes:
+        q = quantize_alpha(rgba, k, dither=dither)
+        return encode_palette_png(q.palette, q.indices, alpha=q.alpha)
+
+    tools: dict[str, Callable[[np.ndarray], bytes]] = {
+        "icsd none": lambda rgba: icsd_rgba(rgba, "none"),
+        "icsd diffuse": lambda rgba: icsd_rgba(rgba, "diffuse"),
+        "pngquant s4 nofs": lambda rgba: pngquant_tool(4, False)(rgba, k),
+        "pngquant s4 dither": lambda rgba: pngquant_tool(4, True)(rgba, k),
+    }
+    print(f"\nalpha, K={k}  ({len(images)} RGBA images)")
+    print(f"{'tool':20s} {'bytes':>10s} {'PSNR on white':>14s} {'PSNR on black':>14s}")
+    for name, tool in tools.items():
+        total, white, black = 0, [], []
+        for _, pixels in images:
+            rgba = with_alpha(pixels)
+            data = tool(rgba)
+            total += len(data)
+            out = np.asarray(Image.open(io.BytesIO(data)).convert("RGBA"))
+            for background, series in ((255, white), (0, black)):
+                series.append(float(np.mean((composite(rgba, background) - composite(out, background)) ** 2)))
+        print(f"{name:20s} {total:10d} {db(white):14.2f} {db(black):14.2f}")
+
+
 def sheet(images: list[tuple[str, np.ndarray]], path: Path, k: int = 16) -> None:
     """Crops of the first two images at K, 2x nearest-neighbour: original, none, diffuse, ordered, pngquant."""
     strips = []
@@ -153,13 +198,18 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--wallpapers", type=int, default=4, help="how many Debian wallpapers (0: none)")
     parser.add_argument("--sheet", type=Path, default=Path("docs/dither-sheet.png"))
+    parser.add_argument("--alpha-only", action="store_true", help="only the transparency comparison")
     args = parser.parse_args()
     if shutil.which("pngquant") is None:
         raise SystemExit("pngquant is not installed (apt-get install pngquant)")
     images = photographs(wallpapers=args.wallpapers)
-    for k in (int(c) for c in args.colors.split(",")):
-        table(images, k, args.repeat)
-    sheet(images, args.sheet)
+    ks = [int(c) for c in args.colors.split(",")]
+    if not args.alpha_only:
+        for k in ks:
+            table(images, k, args.repeat)
+        sheet(images, args.sheet)
+    for k in ks:
+        alpha_table(images, k)
 
 
 if __name__ == "__main__":

@@ -82,7 +82,7 @@ def test_the_sheet_has_a_tile_per_variant(compare_run: Any) -> None:
 
 @pytest.mark.parametrize(("flag", "value", "code", "named"), [
     ("--colors", "8,300", 64, "--colors"), ("--strategies", "MKM,XKM", 64, "--strategies"),
-    ("--dither", "sierra", 64, "--dither"), ("--sample", "0", 64, "--sample"), ("--scale", "0.5", 78, "SCALE"),
+    ("--dither", "sierra", 64, "--dither"), ("--sample", "0", 64, "--sample"), ("--scale", "0.5", 78, "--scale"),
 ])
 def test_bad_flags_fail_in_one_line(tmp_path: Path, flag: str, value: str, code: int, named: str) -> None:
     write_image(tmp_path / "a.jpg")

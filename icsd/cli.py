@@ -32,8 +32,9 @@ log = logging.getLogger("icsd")
 
 # `icsd compress` takes the compression flags only; the daemon's flags make no sense for one file.
 COMPRESS_FLAGS = ("strategy", "colors", "bits", "grayscale", "scale", "resample", "max_size", "size", "seed",
-                  "max_pixels", "dither", "dither_strength", "alpha", "background",
-                  "color_space")
+                  "max_pixels", "palette", "dither", "dither_strength", "alpha", "background", "color_space")
+# `icsd palette learn`: what shapes the pixels a palette is learned from, and the pool.
+LEARN_FLAGS = (*(flag for flag in COMPRESS_FLAGS if flag != "palette"), "workers")
 # Flags that are alternatives to each other: one colour count, one size rule.
 EXCLUSIVE_FLAGS = (("colors", "bits"), ("scale", "max_size", "size"))
 
@@ -100,6 +101,32 @@ def build_parser() -> argparse.ArgumentParser:
     _add_setting_flags(one, Settings, names=COMPRESS_FLAGS)
     one.set_defaults(handler=_cmd_compress)
 
+    palette = commands.add_parser(
+        "palette", help="learn one palette from a dataset (for ICSD_PALETTE)", usage="icsd palette learn ..."
+    )
+    palette_commands = palette.add_subparsers(dest="palette_command", required=True, metavar="ACTION")
+    learn = palette_commands.add_parser(
+        "learn", help="learn K colours from the images in a folder and write them as .gpl, .png or .json",
+        usage="icsd palette learn [FOLDER] -o FILE [--colors K] [--sample N] [--seed S] [SETTINGS]",
+    )
+    learn.add_argument("folder", nargs="?", type=Path, help="images to learn from [default: ICSD_INPUT_DIR]")
+    learn.add_argument("-o", "--output", required=True, type=Path,
+                       help="palette file to write; its suffix picks the format: .gpl (GIMP), .png (swatch), .json")
+    learn.add_argument("--sample", type=int, default=None, metavar="N",
+                       help="learn from N images spread over the folder (seeded by --seed) [default: all]")
+    _add_setting_flags(learn, Settings, names=LEARN_FLAGS)
+    learn.set_defaults(handler=_cmd_palette_learn)
+
+    manifest = commands.add_parser(
+        "manifest", help="write one row per output (source, sizes, colours, palette, ...) for ML pipelines",
+        usage="icsd manifest [-o FILE] [--output-dir DIR] [--state-dir DIR]",
+    )
+    manifest.add_argument("-o", "--output", default=None,
+                          help="manifest file; .jsonl, .csv or .parquet by suffix; - for JSON lines on stdout "
+                          "[default: OUTPUT_DIR/manifest.jsonl]")
+    _add_setting_flags(manifest, Settings, names=("output_dir", "state_dir"))
+    manifest.set_defaults(handler=_cmd_manifest)
+
     compare = commands.add_parser(
         "compare", help="compress sample images every way asked and write an HTML page to compare them",
         usage="icsd compare FILE|DIR... [--colors K,...] [--strategies all|S,...] [--dither D,...] [--sample N] "
@@ -116,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_setting_flags(status, Settings, names=("output_dir", "state_dir"))
     status.add_argument("--failures", type=int, default=10, help="how many recent failures to list")
     status.set_defaults(handler=_cmd_status)
-    parser.commands = {"run": run, "batch": batch, "compress": one, "status": status}
+    parser.commands = {"run": run, "batch": batch, "compress": one, "palette": learn, "manifest": manifest,
+                       "compare": compare, "status": status}
     return parser
 
 
@@ -196,6 +224,26 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         print(f"PSNR:        {fidelity} (against the downsampled image)")
     print(f"time:        {result.seconds:.2f} s")
     return 0
+
+
+def _cmd_palette_learn(args: argparse.Namespace) -> int:
+    from icsd.daemon.learn import learn_command
+
+    _warn_unknown_env()
+    if args.folder is not None:
+        args.input_dir = args.folder
+    # ICSD_PALETTE (say in .env) may name the very file being learned: it plays no part here
+    settings = _settings_from(args, validate=False).model_copy(update={"palette": None})
+    settings.params()
+    _check_input_folder(settings.input_dir, hint="check the FOLDER argument or ICSD_INPUT_DIR", must_exist=True)
+    return learn_command(settings, output=args.output, sample=args.sample)
+
+
+def _cmd_manifest(args: argparse.Namespace) -> int:
+    from icsd.daemon.manifest import manifest_command
+
+    _warn_unknown_env()
+    return manifest_command(_settings_from(args, validate=False), output=args.output)
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:

@@ -27,6 +27,7 @@ from icsd.core import (
     ColorSpace,
     CompressParams,
     Dither,
+    Palette,
     ParameterError,
     Resample,
     Strategy,
@@ -94,6 +95,10 @@ class Settings(BaseSettings):
         0, description="random seed of the sklearn strategies (same seed, same output); kmeans is deterministic"
     )
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, description="refuse images with more pixels (decompression bombs)")
+    palette: Path | None = Field(
+        None, description="map every image to this shared palette (.gpl, .png or .json; e.g. from icsd palette "
+        "learn) instead of fitting its own: identical PLTE in every output"
+    )
     # daemon
     workers: int = Field(0, description="worker processes [default 0: one per CPU]")
     executor: Literal["process", "dask"] = Field("process", description="process (local pool) or dask (cluster)")
@@ -194,12 +199,30 @@ class Settings(BaseSettings):
             resample=_setting("RESAMPLE", Resample.parse, self.resample),
             seed=self.seed,
             max_pixels=self.max_pixels,
+            palette=self.shared_palette().entries if self.palette is not None else None,
             dither=_setting("DITHER", Dither.parse, self.dither),
             dither_strength=self.dither_strength,
             alpha=_setting("ALPHA", Alpha.parse, self.alpha),
             background=parse_color(self.background, setting="ICSD_BACKGROUND"),
             color_space=_setting("COLOR_SPACE", ColorSpace.parse, self.color_space),
         )
+
+    def shared_palette(self) -> Palette:
+        """The palette ICSD_PALETTE names, read and checked; SettingsError naming the setting and the file."""
+        from icsd.daemon.palettes import read_palette_file
+
+        assert self.palette is not None
+        palette = read_palette_file(self.palette)
+        if self.grayscale and not palette.grey:
+            raise SettingsError(
+                f"ICSD_PALETTE file {self.palette}: ICSD_GRAYSCALE=true needs a palette of greys (R = G = B in every "
+                "entry); learn one with --grayscale or turn ICSD_GRAYSCALE off"
+            )
+        if self.strategy.strip().lower() in ("size-only", "so"):
+            raise SettingsError(
+                f"ICSD_PALETTE file {self.palette}: ICSD_STRATEGY=size-only keeps every colour and cannot use a palette"
+            )
+        return palette
 
     def color_count(self) -> int:
         """K from ICSD_BITS or ICSD_COLORS (at most one is set: see _OneChoicePerGroup)."""

@@ -345,7 +345,8 @@ _TORN_WRITER = """
     con = sqlite3.connect(sys.argv[1], isolation_level=None)
     con.execute("BEGIN IMMEDIATE")
     con.execute("UPDATE files SET state = 'done', output = 'torn.png'")
-    con.execute("INSERT INTO files VALUES ('ghost.jpg', 1, 1, 'g', 'done', 1, NULL, NULL, 0)")
+    con.execute("INSERT INTO files (rel, size, mtime_ns, digest, state, attempts, output, error, updated)"
+                " VALUES ('ghost.jpg', 1, 1, 'g', 'done', 1, NULL, NULL, 0)")
     print("inside", flush=True)
     time.sleep(600)  # parked mid-transaction until the parent kills it
 """

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "Alpha",
+    "BinnedHistogram",
     "ColorSpace",
     "CompressParams",
     "CoreError",
@@ -21,7 +22,9 @@ __all__ = [
     "Dither",
     "ImageError",
     "ImageTooLargeError",
+    "HistogramOutcome",
     "JobOutcome",
+    "Palette",
     "ParameterError",
     "Quantized",
     "Resample",
@@ -33,10 +36,13 @@ __all__ = [
     "colors_from_bits",
     "compress",
     "compress_job",
+    "fit_dataset_palette",
     "fit_palette",
+    "histogram_job",
     "merge_histograms",
     "parse_color",
     "parse_size",
+    "pixels_histogram",
     "preload_strategy",
     "quantize",
 ]
@@ -51,6 +57,14 @@ if TYPE_CHECKING:
         TruncatedImageError,
     )
     from icsd.core.jobs import JobOutcome, Result, compress_job
+    from icsd.core.learning import (
+        BinnedHistogram,
+        HistogramOutcome,
+        fit_dataset_palette,
+        histogram_job,
+        pixels_histogram,
+    )
+    from icsd.core.palette import Palette
     from icsd.core.params import (
         DEFAULT_MAX_PIXELS,
         Alpha,
@@ -87,6 +101,11 @@ _HOME = {
     ),
     "compress": "icsd.core.pipeline",
     "preload_strategy": "icsd.core.quantization.registry",
+    **dict.fromkeys(
+        ["BinnedHistogram", "HistogramOutcome", "fit_dataset_palette", "histogram_job", "pixels_histogram"],
+        "icsd.core.learning",
+    ),
+    "Palette": "icsd.core.palette",
     **dict.fromkeys(
         ["Quantized", "apply_palette", "color_histogram", "fit_palette", "merge_histograms", "quantize"],
         "icsd.core.quantization",

@@ -127,6 +127,9 @@ class CompressParams:
     resample: Resample = Resample.BOX
     seed: int = 0
     max_pixels: int = DEFAULT_MAX_PIXELS
+    # A shared palette, (R, G, B) entries in order: every image is mapped to exactly it (no fit; `colors` and
+    # the strategy's clustering unused) and every output carries it as its PLTE, entry for entry.
+    palette: tuple[tuple[int, int, int], ...] | None = None
     dither: Dither = Dither.NONE
     dither_strength: float = 1.0
     alpha: Alpha = Alpha.KEEP
@@ -155,11 +158,26 @@ class CompressParams:
             value = getattr(self, name)
             if value is not None and (len(value) != 2 or min(value) < 1):
                 raise ParameterError(name, f"{name} must be two positive integers WIDTHxHEIGHT, got {value}")
+        if self.palette is not None:
+            self._check_palette()
         if self.max_pixels < 1:
             raise ParameterError("max_pixels", f"max_pixels must be positive, got {self.max_pixels}")
         if self.size is not None and self.size[0] * self.size[1] > self.max_pixels:
             # `size` is the only rule that can upsample: uncapped, one typo allocates tens of GB.
             raise ParameterError("size", f"size {self.size} has more pixels than max_pixels ({self.max_pixels})")
+
+
+    def _check_palette(self) -> None:
+        palette = tuple(tuple(int(v) for v in entry) for entry in self.palette or ())
+        object.__setattr__(self, "palette", palette)
+        if not 1 <= len(palette) <= 256:
+            raise ParameterError("palette", f"a palette has 1 to 256 colours, this one has {len(palette)}")
+        if any(len(entry) != 3 or not all(0 <= v <= 255 for v in entry) for entry in palette):
+            raise ParameterError("palette", "palette entries are three values 0-255 (R, G, B)")
+        if self.strategy is Strategy.SIZE_ONLY:
+            raise ParameterError("palette", "strategy 'size-only' keeps every colour: it cannot use a palette")
+        if self.grayscale and any(not r == g == b for r, g, b in palette):
+            raise ParameterError("palette", "grayscale images need a palette of greys (R = G = B in every entry)")
 
 
 def parse_size(text: str, *, setting: str) -> tuple[int, int]:

@@ -10,12 +10,12 @@ imports without loading this module's NumPy/Pillow stack.
 from __future__ import annotations
 
 import time
-from functools import partial
+from functools import lru_cache, partial
 
 import numpy as np
 from PIL import Image
 
-from icsd.core.codec import decode, encode_palette_png, encode_png
+from icsd.core.codec import Decoded, decode, encode_palette_png, encode_png
 from icsd.core.jobs import Result
 from icsd.core.params import Alpha, CompressParams, Strategy
 from icsd.core.quality import psnr
@@ -23,27 +23,27 @@ from icsd.core.quantization import quantize
 from icsd.core.quantization.alpha import premultiply, quantize_alpha
 from icsd.core.resize import downsample, draft_size
 
-__all__ = ["Result", "compress"]
+__all__ = ["Result", "compress", "decode_downsampled", "palette_array", "palette_pixels"]
 
 
 def compress(data: bytes, params: CompressParams) -> Result:
     """Downsample and colour-quantize one encoded image to a PNG; raises ImageError for bad input."""
     start = time.perf_counter()
-    decoded = decode(
-        data,
-        max_pixels=params.max_pixels,
-        grayscale=params.grayscale,
-        min_size=partial(draft_size, params=params),
-        keep_alpha=params.alpha is Alpha.KEEP,
-        background=params.background,
-    )
-    small = downsample(decoded.image, params, source_size=decoded.size, reduction=decoded.reduction)
+    keep_alpha = params.alpha is Alpha.KEEP and params.palette is None  # a shared palette has no alpha
+    decoded, small = decode_downsampled(data, params, keep_alpha=keep_alpha)
     if params.strategy is Strategy.SIZE_ONLY:
         png = encode_png(small)
         colors = _count_colors(small)
         fidelity = None
     elif small.mode in ("RGBA", "LA"):
         png, colors, fidelity = _quantize_alpha(np.asarray(small), params)
+    elif params.palette is not None:  # a shared palette: no fit, every output gets this PLTE entry for entry
+        palette = palette_array(params.palette, grey=params.grayscale)
+        pixels = palette_pixels(small, params)
+        quantized = quantize(pixels, palette=palette, dither=params.dither.value, strength=params.dither_strength)
+        png = encode_palette_png(quantized.palette, quantized.indices)
+        colors = len(quantized.palette)
+        fidelity = psnr(pixels, quantized.palette, quantized.indices)
     else:
         pixels = np.asarray(small)
         quantized = quantize(
@@ -72,6 +72,38 @@ def _quantize_alpha(pixels: np.ndarray, params: CompressParams) -> tuple[bytes, 
     png = encode_palette_png(quantized.palette if quantized.palette.shape[1] == 3 else quantized.palette[:, 0],
                              quantized.indices, alpha=quantized.alpha)
     return png, len(quantized.alpha), psnr(premultiply(pixels), quantized.premultiplied(), quantized.indices)
+
+
+def decode_downsampled(
+    data: bytes, params: CompressParams, *, keep_alpha: bool = False
+) -> tuple[Decoded, Image.Image]:
+    """The pipeline's decode (reduced JPEG DCT scale when allowed) and downsample: what gets quantized.
+    Transparency is composited onto `params.background` unless `keep_alpha` (then RGBA/LA when not opaque)."""
+    decoded = decode(
+        data,
+        max_pixels=params.max_pixels,
+        grayscale=params.grayscale,
+        min_size=partial(draft_size, params=params),
+        keep_alpha=keep_alpha,
+        background=params.background,
+    )
+    return decoded, downsample(decoded.image, params, source_size=decoded.size, reduction=decoded.reduction)
+
+
+def palette_pixels(small: Image.Image, params: CompressParams) -> np.ndarray:
+    """The pixels a shared palette is learned from and applied to: grey with `grayscale`, else RGB, including
+    single-channel sources (which otherwise stay grey and get a grey palette of their own)."""
+    return np.asarray(small.convert("RGB") if small.mode == "L" and not params.grayscale else small)
+
+
+@lru_cache(maxsize=4)
+def palette_array(entries: tuple[tuple[int, int, int], ...], *, grey: bool) -> np.ndarray:
+    """CompressParams.palette as quantize() takes it: (K, 3) uint8, or (K,) grey levels for grey images
+    (CompressParams checked the entries are greys then). Cached: every job of a run has the same palette."""
+    rows = np.array(entries, dtype=np.uint8).reshape(-1, 3)
+    rows = np.ascontiguousarray(rows[:, 0]) if grey else rows
+    rows.flags.writeable = False
+    return rows
 
 
 def _count_colors(img: Image.Image) -> int:

@@ -22,8 +22,9 @@ __all__ = [
     "worker_environment",
 ]
 
-# Commands that run the daemon and so a process pool.
+# Commands that run the daemon and so a process pool; `icsd palette learn` runs one too.
 DAEMON_COMMANDS = ("run", "batch")
+POOL_SUBCOMMANDS = (("palette", "learn"),)
 
 # What the server imports once, so every worker starts with it: the image stack, and what unpickling a
 # worker needs (the pool's worker loop and our initializer, in icsd.daemon.executor). Measured with -X importtime:
@@ -47,7 +48,7 @@ HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"
 
 def start_for_command(argv: Sequence[str]) -> None:
     """Start the server if `argv` (arguments after the program name) runs a daemon command."""
-    if argv and argv[0] in DAEMON_COMMANDS:
+    if argv and (argv[0] in DAEMON_COMMANDS or tuple(argv[:2]) in POOL_SUBCOMMANDS):
         start_worker_server()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import json
 import sqlite3
 import threading
 import time
@@ -18,13 +19,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from icsd.errors import SettingsError, TransientError
 
-__all__ = ["SCHEMA_VERSION", "Entry", "FileId", "Journal", "State", "content_digest"]
+__all__ = ["SCHEMA_VERSION", "DoneRow", "Entry", "FileId", "Journal", "State", "content_digest"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Steps from each older schema to the next, run in one transaction on open (read-write). 1 -> 2: `stats`,
+# what a done row's output is (JSON: sizes, colours, strategy, palette, fingerprint, PSNR) for the manifest.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: ("ALTER TABLE files ADD COLUMN stats TEXT",),
+}
 # SQLite result codes that mean "not now" rather than "never": retried by the caller.
 _TRANSIENT = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_IOERR")
 
@@ -71,6 +77,14 @@ class Entry:
     output: str | None
     error: str | None
     updated: float
+
+
+@dataclass(frozen=True, slots=True)
+class DoneRow:
+    """A done row with the stats recorded for its output (None for rows done before the journal kept them)."""
+
+    entry: Entry
+    stats: dict[str, Any] | None
 
 
 _SCHEMA = f"""
@@ -165,6 +179,13 @@ class Journal:
             (State.FAILED.value, limit),
         )
 
+    def done_rows(self) -> list[DoneRow]:
+        """Every DONE row with its recorded stats, by relative path (what `icsd manifest` lists)."""
+        has_stats = any(row[1] == "stats" for row in self._rows("PRAGMA table_info(files)"))
+        stats = "stats" if has_stats else "NULL"
+        rows = self._rows(f"SELECT {_COLUMNS}, {stats} FROM files WHERE state = ? ORDER BY rel", (State.DONE.value,))
+        return [DoneRow(_entry(row[:-1]), None if row[-1] is None else json.loads(str(row[-1]))) for row in rows]
+
     # -- transitions ---------------------------------------------------------------------------
 
     def claim(self, fid: FileId) -> bool:
@@ -188,7 +209,7 @@ class Journal:
             if size != fid.size or digest != fid.digest:
                 db.execute(
                     "UPDATE files SET size = ?, mtime_ns = ?, digest = ?, state = ?, attempts = 1,"
-                    " output = NULL, error = NULL, updated = ? WHERE rel = ?",
+                    " output = NULL, error = NULL, stats = NULL, updated = ? WHERE rel = ?",
                     (fid.size, fid.mtime_ns, fid.digest, State.IN_PROGRESS.value, now, fid.rel),
                 )
                 return True
@@ -209,9 +230,12 @@ class Journal:
         with self._write() as db:
             _require(db.execute("UPDATE files SET output = ? WHERE rel = ?", (output, rel)), rel)
 
-    def mark_done(self, rel: str, output: str, *, digest: str | None = None) -> bool:
-        """Record success. With `digest`, only if the row still holds that content (False: it was replaced)."""
-        return self._finish(rel, State.DONE, output=output, error=None, digest=digest)
+    def mark_done(
+        self, rel: str, output: str, *, digest: str | None = None, stats: dict[str, Any] | None = None
+    ) -> bool:
+        """Record success, with the output's `stats` (JSON-able, for the manifest). With `digest`, only if the row
+        still holds that content (False: it was replaced)."""
+        return self._finish(rel, State.DONE, output=output, error=None, digest=digest, stats=stats)
 
     def mark_failed(self, rel: str, error: str, *, digest: str | None = None) -> bool:
         """Record a permanent failure: the same content is never retried. `digest` as in `mark_done`."""
@@ -275,8 +299,8 @@ class Journal:
             raise SettingsError(
                 f"journal {self.path} was written by a newer icsd (schema {version} > {SCHEMA_VERSION}): upgrade icsd"
             )
-        if self.readonly:
-            if version != SCHEMA_VERSION:
+        if self.readonly:  # an older schema reads as it is (the daemon upgrades it when it opens it)
+            if version < 1:
                 raise SettingsError(f"{self.path} is not an initialised icsd journal (schema {version})")
             db.execute("PRAGMA query_only = ON")
             return
@@ -289,8 +313,13 @@ class Journal:
         db.execute("PRAGMA synchronous = FULL")
         if version < SCHEMA_VERSION:
             with self._write() as tx:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
+                if version == 0:  # a new journal: the first schema, then every step below
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            tx.execute(statement)
+                    version = 1
+                for step in range(version, SCHEMA_VERSION):
+                    for statement in _MIGRATIONS[step]:
                         tx.execute(statement)
                 tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
@@ -320,19 +349,24 @@ class Journal:
                     raise
                 raise TransientError(f"journal {self.path}: {exc}; the change was not saved, will retry") from exc
 
-    def _finish(self, rel: str, state: State, *, output: str | None, error: str | None, digest: str | None) -> bool:
+    def _finish(
+        self, rel: str, state: State, *, output: str | None, error: str | None, digest: str | None,
+        stats: dict[str, Any] | None = None,
+    ) -> bool:
+        recorded = None if stats is None else json.dumps(stats, separators=(",", ":"), sort_keys=True)
         with self._write() as db:
             if digest is None:
                 cur = db.execute(
-                    "UPDATE files SET state = ?, output = COALESCE(?, output), error = ?, updated = ? WHERE rel = ?",
-                    (state.value, output, error, time.time(), rel),
+                    "UPDATE files SET state = ?, output = COALESCE(?, output), error = ?, updated = ?, stats = ?"
+                    " WHERE rel = ?",
+                    (state.value, output, error, time.time(), recorded, rel),
                 )
                 _require(cur, rel)
                 return True
             cur = db.execute(
-                "UPDATE files SET state = ?, output = COALESCE(?, output), error = ?, updated = ?"
+                "UPDATE files SET state = ?, output = COALESCE(?, output), error = ?, updated = ?, stats = ?"
                 " WHERE rel = ? AND digest = ?",
-                (state.value, output, error, time.time(), rel, digest),
+                (state.value, output, error, time.time(), recorded, rel, digest),
             )
             if cur.rowcount == 0:
                 _require(db.execute("SELECT 1 FROM files WHERE rel = ?", (rel,)), rel, select=True)
@@ -342,6 +376,10 @@ class Journal:
     def _one(self, sql: str, args: tuple[object, ...]) -> tuple[object, ...] | None:
         with self._lock:
             return self._db.execute(sql, args).fetchone()  # type: ignore[no-any-return]
+
+    def _rows(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        with self._lock:
+            return list(self._db.execute(sql, args))
 
     def _all(self, sql: str, args: tuple[object, ...]) -> list[Entry]:
         with self._lock:

@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
+from icsd.errors import OutputError
+
 __all__ = [
     "MAX_NUMBERED",
     "NAME_MAX",
@@ -32,6 +34,7 @@ __all__ = [
     "sidecar_name",
     "write_atomic",
     "write_failure",
+    "write_named",
 ]
 
 TEMP_PREFIX = ".icsd-tmp-"
@@ -105,6 +108,17 @@ def write_atomic(root: Path, rel: str, data: bytes, *, replace: bool = True) -> 
     target = safe_join(root, rel)
     _install(target, lambda handle: handle.write(data), replace=replace)
     return target
+
+
+def write_named(path: Path, data: bytes, *, example: str) -> None:
+    """Write a file the user named (`-o PATH`) atomically; OutputError (exit 73) naming it if that cannot be.
+    `example`: a file name to suggest when PATH is a folder."""
+    if path.is_dir():
+        raise OutputError(f"-o {path}: is a folder; give a file name such as {path / example}")
+    try:
+        write_atomic(path.parent.resolve(), path.name, data)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}; choose another path with -o") from None
 
 
 def move_durably(source: Path, root: Path, rel: str) -> Path:

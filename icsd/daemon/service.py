@@ -37,6 +37,7 @@ from icsd.daemon.delivery import (
 from icsd.daemon.executor import NOT_STARTED, WORKER_DIED, Executor, create_executor
 from icsd.daemon.inputs import printable, read_regular, scan_tree
 from icsd.daemon.journal import FileId, Journal, content_digest
+from icsd.daemon.manifest import done_stats
 from icsd.daemon.metrics import Metrics, NullMetrics, create_metrics
 from icsd.daemon.notify import Notifier, WatchdogPinger
 from icsd.daemon.output import output_name, output_names, remove_stray_temps
@@ -356,7 +357,7 @@ class Service:
             self._retry_later(task.rel, task.path, f"cannot write output {task.output}: {exc.strerror or exc}",
                               identity=task.identity)
             return
-        if not self.journal.mark_done(task.rel, task.output, digest=task.digest):
+        if not self.journal.mark_done(task.rel, task.output, digest=task.digest, stats=done_stats(result, self.params)):
             log.info("%s changed while it was processed; the new version is processed next", task.rel)
             return
         if not self._held:

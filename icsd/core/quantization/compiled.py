@@ -17,7 +17,8 @@ import numpy as np
 from icsd.core.quantization.bins import Bins, _moments, _unpack
 
 __all__ = [
-    "AVAILABLE", "lloyd", "assign", "split", "round_and_assign", "pixel_bins", "nearest_pixels", "used_entries"
+    "AVAILABLE", "lloyd", "assign", "split", "round_and_assign", "pixel_bins", "pixel_bin_moments", "nearest_pixels",
+    "used_entries",
 ]
 
 # bin_pixels sums channels in uint32: exact below this many pixels (larger images use the exact histogram).
@@ -110,15 +111,27 @@ def pixel_bins(pixels: np.ndarray, bits: int) -> Bins | None:
     """The colour histogram of (H, W, 3) uint8 `pixels` binned to `bits` per channel, read straight from the
     pixels (no exact histogram): the same bins, in the same order, as `histogram.binned` over the exact
     colours, but without `inverse`. None when the image has too many pixels for the kernel's exact sums."""
+    moments = pixel_bin_moments(pixels, bits)
+    if moments is None:
+        return None
+    keys, counts, sums = moments
+    weights, total = counts.astype(np.float64), sums.astype(np.float64)
+    return Bins(total / weights[:, None], weights, total, _unpack(keys, bits, 3), None)
+
+
+def pixel_bin_moments(pixels: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """`pixel_bins` as exact integers: (M,) intp bin keys ascending, (M,) int64 counts, (M, 3) int64 colour sums;
+    None when the image has too many pixels for the kernel's exact sums."""
     assert _pixel_kernels is not None, "the compiled kernels are not built"
     n = pixels.shape[0] * pixels.shape[1]
     if n >= PIXEL_BINS_MAX:
         return None
     keys, counts, sums = _pixel_kernels.bin_pixels(np.ascontiguousarray(pixels), n, bits)
-    weights = np.frombuffer(counts, dtype=np.int64).astype(np.float64)
-    total = np.frombuffer(sums, dtype=np.int64).reshape(-1, 3).astype(np.float64)
-    coords = _unpack(np.frombuffer(keys, dtype=np.int32).astype(np.intp), bits, 3)
-    return Bins(total / weights[:, None], weights, total, coords, None)
+    return (
+        np.frombuffer(keys, dtype=np.int32).astype(np.intp),
+        np.frombuffer(counts, dtype=np.int64),
+        np.frombuffer(sums, dtype=np.int64).reshape(-1, 3),
+    )
 
 
 def nearest_pixels(pixels: np.ndarray, palette: np.ndarray) -> np.ndarray:

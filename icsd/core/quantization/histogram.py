@@ -57,6 +57,14 @@ class Histogram:
         hist._colors, hist._counts = colors, counts
         return hist
 
+    @classmethod
+    def from_bins(cls, colors: np.ndarray, counts: np.ndarray, bins: Bins) -> Histogram:
+        """`from_counts` whose BIN_BITS bins are given (`bins.inverse` = each colour's bin) rather than derived
+        from the colours: a dataset's bins, whose exact sums the colours (rounded means) only approximate."""
+        hist = cls.from_counts(colors, counts)
+        hist._bins = bins
+        return hist
+
     @property
     def grey(self) -> bool:
         return self.channels == 1

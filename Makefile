@@ -19,7 +19,7 @@ $(BIN)/python:
 # Where PYTHONDONTWRITEBYTECODE is set Python never caches bytecode: compiling it here saves each start
 # ~80 ms (measured on `icsd batch`); build/ holds the cache for the symlinked modules.
 INSTALL_INPUTS := pyproject.toml $(shell find icsd -type d ! -name __pycache__) icsd/core/quantization/_lloyd.c \
-	icsd/core/quantization/_pixels.c
+	icsd/core/quantization/_pixels.c icsd/core/quantization/_dither.c
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --config-settings editable_mode=strict -e
 
 $(VENV)/.installed-run: $(INSTALL_INPUTS) | $(BIN)/python

@@ -31,6 +31,7 @@ from threadpoolctl import threadpool_limits
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.images import BenchImage, load_images
+from bench.photos import photographs
 from icsd.core.quantization import quantize
 from icsd.core.quantization.nearest import nearest
 from icsd.core.quantization.sklearn_backend import N_INIT
@@ -177,13 +178,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--colors", default="16,64,256", help="comma-separated palette sizes K")
     parser.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP threads (0: library default)")
     parser.add_argument("--quick", action="store_true", help="two images, one timed run: a smoke test")
+    parser.add_argument("--photos", action="store_true",
+                        help="real photographs (bench/photos.py: scikit-image, sklearn, 2 wallpapers) instead")
     args = parser.parse_args(argv)
     ks = [int(c) for c in args.colors.split(",")]
-    images = load_images(args.folder)
+    if args.photos:
+        images = [BenchImage(name, pixels, pixels.nbytes) for name, pixels in photographs(wallpapers=2)]
+    else:
+        images = load_images(args.folder)
     repeat = args.repeat
     if args.quick:
         images, repeat = images[:2], 1
-    print(f"{len(images)} images after 5x box downsampling, {repeat} timed run(s) each:")
+    print(f"{len(images)} images{'' if args.photos else ' after 5x box downsampling'}, {repeat} timed run(s) each:")
     for name, img, _ in images:
         n_colors = np.unique(img.reshape(-1, 3), axis=0).shape[0]
         print(f"  {name:<22} {img.shape[1]}x{img.shape[0]}  {n_colors} distinct colours")

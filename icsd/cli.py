@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import logging
+import math
 import os
 import signal
 import sys
@@ -31,7 +32,7 @@ log = logging.getLogger("icsd")
 
 # `icsd compress` takes the compression flags only; the daemon's flags make no sense for one file.
 COMPRESS_FLAGS = ("strategy", "colors", "bits", "grayscale", "scale", "resample", "max_size", "size", "seed",
-                  "max_pixels", "palette")
+                  "max_pixels", "palette", "dither", "dither_strength", "alpha", "background", "color_space")
 # `icsd palette learn`: what shapes the pixels a palette is learned from, and the pool.
 LEARN_FLAGS = (*(flag for flag in COMPRESS_FLAGS if flag != "palette"), "workers")
 
@@ -216,6 +217,9 @@ def _cmd_compress(args: argparse.Namespace) -> int:
           f"{colours(result.colors, grey=params.grayscale)}, "
           f"{result.strategy})")
     print(f"reduction:   {reduction_pct(result.input_bytes, result.output_bytes):.1f}%")
+    if result.psnr is not None:
+        fidelity = "exact" if math.isinf(result.psnr) else f"{result.psnr:.2f} dB"
+        print(f"PSNR:        {fidelity} (against the downsampled image)")
     print(f"time:        {result.seconds:.2f} s")
     return 0
 

@@ -23,12 +23,16 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from icsd.core import (
     DEFAULT_MAX_PIXELS,
+    Alpha,
+    ColorSpace,
     CompressParams,
+    Dither,
     Palette,
     ParameterError,
     Resample,
     Strategy,
     colors_from_bits,
+    parse_color,
     parse_size,
 )
 from icsd.daemon.logs import LEVELS
@@ -76,6 +80,18 @@ class Settings(BaseSettings):
         None, description="exact WIDTHxHEIGHT output instead of SCALE: scale to cover, centre-crop (<= MAX_PIXELS)"
     )
     resample: str = Field("box", description="downsampling filter: box (area average), lanczos, stride (skip)")
+    dither: str = Field(
+        "none", description="map pixels to the palette exactly (none), by edge-aware error diffusion (diffuse) "
+        "or by an edge-aware Bayer pattern (ordered)"
+    )
+    dither_strength: float = Field(1.0, description="how much to dither, 0-1 (with DITHER diffuse or ordered)")
+    alpha: str = Field(
+        "keep", description="transparency: keep (palette with alpha, PLTE + tRNS) or flatten onto BACKGROUND"
+    )
+    background: str = Field("#ffffff", description="colour #rrggbb that ALPHA=flatten composites onto")
+    color_space: str = Field(
+        "rgb", description="where colours are clustered: rgb, or oklab (perceptual: fewer visible errors, slower)"
+    )
     seed: int = Field(
         0, description="random seed of the sklearn strategies (same seed, same output); kmeans is deterministic"
     )
@@ -166,6 +182,7 @@ class Settings(BaseSettings):
             raise SettingsError(f"ICSD_RESAMPLE=stride needs a whole-number ICSD_SCALE, got {self.scale}")
         # Pillow refuses anything above twice its own limit, whatever we allow.
         _check_range("MAX_PIXELS", self.max_pixels, low=1, high=2 * DEFAULT_MAX_PIXELS)
+        _check_range("DITHER_STRENGTH", self.dither_strength, low=0, high=1, finite=True)
         size = parse_size(self.size, setting="ICSD_SIZE") if self.size else None
         if size is not None and size[0] * size[1] > self.max_pixels:
             # The only rule that can upsample: without this cap a typo allocates tens of GB per image.
@@ -184,6 +201,11 @@ class Settings(BaseSettings):
             seed=self.seed,
             max_pixels=self.max_pixels,
             palette=self.shared_palette().entries if self.palette is not None else None,
+            dither=_setting("DITHER", Dither.parse, self.dither),
+            dither_strength=self.dither_strength,
+            alpha=_setting("ALPHA", Alpha.parse, self.alpha),
+            background=parse_color(self.background, setting="ICSD_BACKGROUND"),
+            color_space=_setting("COLOR_SPACE", ColorSpace.parse, self.color_space),
         )
 
     def shared_palette(self) -> Palette:

@@ -38,6 +38,9 @@ def test_compress_prints_size_before_after_and_reduction(tmp_path: Path) -> None
     assert reduction == pytest.approx(100 * (size_in - out.stat().st_size) / size_in, abs=0.06)
     with Image.open(out) as image:
         assert image.mode == "P" and image.size == (128, 86)
+    # the figure itself is checked against the decoded output in tests/test_quality.py
+    psnr = re.fullmatch(r"PSNR: {8}(\d+\.\d\d) dB \(against the downsampled image\)", lines[4])
+    assert psnr is not None and 20 < float(psnr.group(1)) < 40, lines[4]
 
 
 def test_compress_options_bits_grayscale_exact_size(tmp_path: Path) -> None:

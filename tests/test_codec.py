@@ -281,5 +281,5 @@ def test_truecolour_png_has_no_metadata(mode: str) -> None:
 
 
 def test_encode_png_refuses_other_modes() -> None:
-    with pytest.raises(ValueError, match="RGB or L"):
-        encode_png(Image.new("RGBA", (2, 2)))
+    with pytest.raises(ValueError, match="RGB, L, RGBA or LA"):
+        encode_png(Image.new("CMYK", (2, 2)))

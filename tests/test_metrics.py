@@ -38,8 +38,9 @@ def metrics() -> Iterator[Metrics]:
 
 def test_scrape_after_recording_images(metrics):
     assert metrics.port and metrics.port > 0
-    metrics.image_done("kmeans", bytes_in=1000, bytes_out=250, seconds=0.2)
-    metrics.image_done("kmeans", bytes_in=3000, bytes_out=750, seconds=1.5)
+    metrics.image_done("kmeans", bytes_in=1000, bytes_out=250, seconds=0.2, psnr=33.1)
+    metrics.image_done("kmeans", bytes_in=3000, bytes_out=750, seconds=1.5, psnr=41.0)
+    metrics.image_done("kmeans", bytes_in=10, bytes_out=10, seconds=0.01, psnr=float("inf"))  # exact: not observed
     metrics.image_done("size-only", bytes_in=500, bytes_out=400, seconds=0.02)
     metrics.image_failed("kmeans")
     metrics.set_queue_depth(7)
@@ -48,15 +49,19 @@ def test_scrape_after_recording_images(metrics):
 
     s = scrape(metrics.port)
 
-    assert s['icsd_images_done_total{strategy="kmeans"}'] == 2
+    assert s['icsd_images_done_total{strategy="kmeans"}'] == 3
     assert s['icsd_images_done_total{strategy="size-only"}'] == 1
     assert s['icsd_images_failed_total{strategy="kmeans"}'] == 1
-    assert s["icsd_bytes_in_total"] == 4500
-    assert s["icsd_bytes_out_total"] == 1400
-    assert s['icsd_image_processing_seconds_count{strategy="kmeans"}'] == 2
-    assert s['icsd_image_processing_seconds_sum{strategy="kmeans"}'] == pytest.approx(1.7)
-    assert s['icsd_image_processing_seconds_bucket{le="0.25",strategy="kmeans"}'] == 1
-    assert s['icsd_image_processing_seconds_bucket{le="30.0",strategy="kmeans"}'] == 2
+    assert s["icsd_bytes_in_total"] == 4510
+    assert s["icsd_bytes_out_total"] == 1410
+    assert s['icsd_image_processing_seconds_count{strategy="kmeans"}'] == 3
+    assert s['icsd_image_processing_seconds_sum{strategy="kmeans"}'] == pytest.approx(1.71)
+    assert s['icsd_image_processing_seconds_bucket{le="0.25",strategy="kmeans"}'] == 2
+    assert s['icsd_image_processing_seconds_bucket{le="30.0",strategy="kmeans"}'] == 3
+    assert s['icsd_image_psnr_db_count{strategy="kmeans"}'] == 2
+    assert s['icsd_image_psnr_db_sum{strategy="kmeans"}'] == pytest.approx(74.1)
+    assert s['icsd_image_psnr_db_bucket{le="34.0",strategy="kmeans"}'] == 1
+    assert 'icsd_image_psnr_db_count{strategy="size-only"}' not in s
     assert s['icsd_image_processing_seconds_bucket{le="0.025",strategy="size-only"}'] == 1
     assert s["icsd_queue_depth"] == 7
     assert s["icsd_in_flight"] == 2

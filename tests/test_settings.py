@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from icsd.core.params import Resample, Strategy
+from icsd.core.params import Dither, Resample, Strategy
 from icsd.errors import SettingsError
 from icsd.settings import Settings, load_settings, unknown_env_warnings
 
@@ -31,6 +31,7 @@ def test_defaults_match_the_original_system() -> None:
     assert params.colors == 16
     assert params.scale == 5
     assert params.resample is Resample.BOX
+    assert params.dither is Dither.NONE and params.dither_strength == 1.0  # exact mapping, as the original
     assert not params.grayscale
 
 
@@ -57,6 +58,12 @@ def test_colour_boundaries_accepted(monkeypatch: pytest.MonkeyPatch, colors: int
         ({"ICSD_STRATEGY": "median"}, "ICSD_STRATEGY: unknown strategy 'median'"),
         ({"ICSD_RESAMPLE": "nearest"}, "ICSD_RESAMPLE: unknown resample 'nearest': use one of box, lanczos, stride"),
         ({"ICSD_SCALE": "0.5"}, "ICSD_SCALE must be >= 1, got 0.5"),
+        ({"ICSD_ALPHA": "drop"}, "ICSD_ALPHA: unknown alpha 'drop': use one of keep, flatten"),
+        ({"ICSD_BACKGROUND": "white"},
+         "ICSD_BACKGROUND must be a colour like #rrggbb (e.g. #ffffff for white), got 'white'"),
+        ({"ICSD_DITHER": "floyd"}, "ICSD_DITHER: unknown dither 'floyd': use one of none, diffuse, ordered"),
+        ({"ICSD_DITHER_STRENGTH": "1.5"}, "ICSD_DITHER_STRENGTH must be between 0 and 1, got 1.5"),
+        ({"ICSD_DITHER_STRENGTH": "nan"}, "ICSD_DITHER_STRENGTH must be a finite number between 0 and 1, got nan"),
         ({"ICSD_RESAMPLE": "stride", "ICSD_SCALE": "2.5"}, "ICSD_RESAMPLE=stride needs a whole-number ICSD_SCALE"),
         ({"ICSD_MAX_SIZE": "big"}, "ICSD_MAX_SIZE must look like WIDTHxHEIGHT"),
         ({"ICSD_SIZE": "224x0"}, "ICSD_SIZE must look like WIDTHxHEIGHT"),

@@ -13,10 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "Alpha",
     "BinnedHistogram",
+    "ColorSpace",
     "CompressParams",
     "CoreError",
     "DecodeError",
+    "Dither",
     "ImageError",
     "ImageTooLargeError",
     "HistogramOutcome",
@@ -37,6 +40,7 @@ __all__ = [
     "fit_palette",
     "histogram_job",
     "merge_histograms",
+    "parse_color",
     "parse_size",
     "pixels_histogram",
     "preload_strategy",
@@ -61,7 +65,18 @@ if TYPE_CHECKING:
         pixels_histogram,
     )
     from icsd.core.palette import Palette
-    from icsd.core.params import DEFAULT_MAX_PIXELS, CompressParams, Resample, Strategy, colors_from_bits, parse_size
+    from icsd.core.params import (
+        DEFAULT_MAX_PIXELS,
+        Alpha,
+        ColorSpace,
+        CompressParams,
+        Dither,
+        Resample,
+        Strategy,
+        colors_from_bits,
+        parse_color,
+        parse_size,
+    )
     from icsd.core.pipeline import compress
     from icsd.core.quantization import (
         Quantized,
@@ -80,7 +95,8 @@ _HOME = {
     ),
     **dict.fromkeys(["JobOutcome", "Result", "compress_job"], "icsd.core.jobs"),
     **dict.fromkeys(
-        ["DEFAULT_MAX_PIXELS", "CompressParams", "Resample", "Strategy", "colors_from_bits", "parse_size"],
+        ["DEFAULT_MAX_PIXELS", "Alpha", "ColorSpace", "CompressParams", "Dither", "Resample", "Strategy",
+         "colors_from_bits", "parse_color", "parse_size"],
         "icsd.core.params",
     ),
     "compress": "icsd.core.pipeline",

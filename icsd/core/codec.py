@@ -10,9 +10,10 @@ Decoding rules (the contract the rest of the pipeline relies on):
 - Every decoding failure becomes a one-line `DecodeError`; truncated files are errors, never padded.
 - Animated GIF/WebP/PNG and multi-page TIFF: the first frame only.
 - EXIF orientation is applied, so the picture is upright; its metadata (EXIF, ICC, text) is dropped.
-- Modes are normalised to RGB or L: transparency is composited onto white (so "nothing" reads as paper,
-  not as black); CMYK, YCbCr, LAB, HSV -> RGB without colour management; 1 -> L; 16-bit and 32-bit
-  grey is scaled to 8 bits (see `_to_8bit`), never clipped. Single-channel sources stay L.
+- Modes are normalised to RGB or L, or to RGBA or LA when `keep_alpha` and some pixel is not opaque
+  (otherwise transparency is composited onto `background`, white by default: "nothing" reads as paper);
+  CMYK, YCbCr, LAB, HSV -> RGB without colour management; 1 -> L; 16-bit and 32-bit grey is scaled to
+  8 bits (see `_to_8bit`), never clipped. Single-channel sources stay L.
 - JPEG speed lever: given `min_size`, the JPEG is decoded at 1/2, 1/4 or 1/8 DCT scale while it stays
   at least that size, directly to RGB or L; the caller finishes with a real resample.
 """
@@ -37,11 +38,10 @@ Image.preinit()
 
 __all__ = ["PNG_COMPRESS_LEVEL", "Decoded", "decode", "encode_palette_png", "encode_png", "normalize_mode"]
 
-# zlib settings for PNG output, measured on the benchmark's 15 camera JPEGs downsampled 5x (bench/out/camera).
-# Level: 16-colour palette PNGs take 0.21 s in all at level 6 and 0.12 s at 5 for +0.4 % bytes (4: 0.10 s,
-# +1.3 %; 1: 0.07 s, +15 %; 9: 1.4 s, -2.6 %). Palette PNGs: see icsd.core.png. Truecolour and grey
-# (size-only) PNGs go through Pillow's encoder, for its per-row filter choice, with zlib's run-length-only
-# Z_RLE strategy: -1.8/-2.5 % bytes and 2.4x faster than the default strategy on those filtered rows.
+# zlib settings for truecolour and grey (size-only) PNG output, measured on the benchmark's 15 camera JPEGs
+# downsampled 5x (bench/out/camera): level 5 (level 6: 1.7x the time for -0.4 % bytes), through Pillow's encoder
+# for its per-row filter choice, with zlib's run-length-only Z_RLE strategy: -1.8/-2.5 % bytes and 2.4x faster
+# than the default strategy on those filtered rows. Palette PNGs use libdeflate: see icsd.core.png.
 PNG_COMPRESS_LEVEL = 5
 _Z_RLE = 3  # zlib.Z_RLE, passed to Pillow's PNG encoder as compress_type
 
@@ -81,7 +81,15 @@ class Decoded:
     format: str | None  # Pillow's format name, e.g. "JPEG", "PNG"
 
 
-def decode(data: bytes, *, max_pixels: int, grayscale: bool = False, min_size: SizeHint | None = None) -> Decoded:
+def decode(
+    data: bytes,
+    *,
+    max_pixels: int,
+    grayscale: bool = False,
+    min_size: SizeHint | None = None,
+    keep_alpha: bool = False,
+    background: tuple[int, int, int] = (255, 255, 255),
+) -> Decoded:
     """Decode `data` to an upright RGB (or L) picture, refusing oversized or broken input.
 
     `min_size(width, height)` receives the oriented full size and returns the smallest oriented size the
@@ -110,7 +118,7 @@ def decode(data: bytes, *, max_pixels: int, grayscale: bool = False, min_size: S
         if not is_jpeg:
             orientation = _orientation(img)
         try:
-            picture = normalize_mode(img, grayscale=grayscale)
+            picture = normalize_mode(img, grayscale=grayscale, keep_alpha=keep_alpha, background=background)
         except ValueError as exc:  # a mode Pillow cannot convert
             raise DecodeError(f"unsupported {img.format or 'image'} pixel mode {img.mode}: {_summary(exc)}") from None
     if orientation in _UPRIGHT:
@@ -120,10 +128,17 @@ def decode(data: bytes, *, max_pixels: int, grayscale: bool = False, min_size: S
     return Decoded(image=picture, size=(width, height), reduction=reduction, format=img.format)
 
 
-def normalize_mode(img: Image.Image, *, grayscale: bool = False) -> Image.Image:
+def normalize_mode(
+    img: Image.Image,
+    *,
+    grayscale: bool = False,
+    keep_alpha: bool = False,
+    background: tuple[int, int, int] = (255, 255, 255),
+) -> Image.Image:
     """Convert any Pillow mode to RGB or L (L when `grayscale` or single-channel); may return `img`.
 
-    Transparency (alpha band, palette alpha or a tRNS colour) is composited onto white.
+    Transparency (alpha band, palette alpha or a tRNS colour) is kept as RGBA or LA when `keep_alpha` and
+    some pixel is not fully opaque; otherwise it is composited onto `background`.
     """
     if img.mode in _WIDE_GREY_MODES:
         img = _to_8bit(img)
@@ -132,7 +147,11 @@ def normalize_mode(img: Image.Image, *, grayscale: bool = False) -> Image.Image:
     elif img.mode in ("P", "L", "RGB") and img.has_transparency_data:
         img = img.convert("LA" if img.mode == "L" else "RGBA")
     if img.mode in _ALPHA_MODES:
-        img = _flatten(img)
+        if img.mode in ("RGBa", "PA"):
+            img = img.convert("RGBA")
+        if keep_alpha and img.getchannel(img.mode[-1]).getextrema()[0] < 255:
+            return img.convert("LA") if grayscale and img.mode == "RGBA" else img
+        img = _flatten(img, background)
     if img.mode not in ("RGB", "L"):
         img = img.convert("RGB")  # P, CMYK, YCbCr, LAB, HSV, RGBX
     if grayscale and img.mode != "L":
@@ -140,7 +159,7 @@ def normalize_mode(img: Image.Image, *, grayscale: bool = False) -> Image.Image:
     return img
 
 
-def encode_palette_png(palette: np.ndarray, indices: np.ndarray) -> bytes:
+def encode_palette_png(palette: np.ndarray, indices: np.ndarray, alpha: np.ndarray | None = None) -> bytes:
     """An indexed PNG of `palette[indices]`: PLTE of exactly len(palette) entries, smallest bit depth.
 
     `palette` is (K, 3) RGB or (K,) grey, 1 <= K <= 256; `indices` (H, W) values < K. The depth follows the
@@ -156,13 +175,13 @@ def encode_palette_png(palette: np.ndarray, indices: np.ndarray) -> bytes:
         raise ValueError(f"indices must be a non-empty (H, W) array, got shape {indices.shape}")
     if int(indices.max()) >= len(palette) or int(indices.min()) < 0:
         raise ValueError(f"indices must be < palette length {len(palette)}, got max {int(indices.max())}")
-    return encode_indexed_png(palette, np.ascontiguousarray(indices, dtype=np.uint8), level=PNG_COMPRESS_LEVEL)
+    return encode_indexed_png(palette, np.ascontiguousarray(indices, dtype=np.uint8), alpha=alpha)
 
 
 def encode_png(img: Image.Image) -> bytes:
-    """A truecolour (RGB) or grey (L) PNG of `img`, without metadata (size-only output)."""
-    if img.mode not in ("RGB", "L"):
-        raise ValueError(f"encode_png needs an RGB or L image, got mode {img.mode}")
+    """A truecolour (RGB, RGBA) or grey (L, LA) PNG of `img`, without metadata (size-only output)."""
+    if img.mode not in ("RGB", "L", "RGBA", "LA"):
+        raise ValueError(f"encode_png needs an RGB, L, RGBA or LA image, got mode {img.mode}")
     return _save_png(img, _Z_RLE)
 
 
@@ -287,11 +306,11 @@ def _draft(img: Image.Image, orientation: int, *, grayscale: bool, min_size: Siz
     return max(1, round(width / drafted[1][2]))
 
 
-def _flatten(img: Image.Image) -> Image.Image:
-    """Composite an image with alpha onto white."""
-    if img.mode in ("RGBa", "PA"):
-        img = img.convert("RGBA")
-    base = Image.new(_ALPHA_MODES[img.mode], img.size, "white")
+def _flatten(img: Image.Image, background: tuple[int, int, int]) -> Image.Image:
+    """Composite an RGBA or LA image onto `background`."""
+    colour = background if img.mode == "RGBA" else round(0.299 * background[0] + 0.587 * background[1]
+                                                         + 0.114 * background[2])
+    base = Image.new(_ALPHA_MODES[img.mode], img.size, colour)
     base.paste(img, mask=img)  # alpha band as the mask: out = colour * a + white * (1 - a)
     return base
 

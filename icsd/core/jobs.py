@@ -29,6 +29,8 @@ class Result:
     colors: int  # colours in the output: palette length, or distinct colours for size-only
     strategy: Strategy
     seconds: float  # time spent in compress()
+    # PSNR (dB) of the output against the downsampled image; inf when exact, None when not measured (size-only)
+    psnr: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,17 +8,24 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
+from typing import TypeVar
 
 from icsd.core.errors import ParameterError
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "CompressParams",
+    "Alpha",
+    "ColorSpace",
+    "Dither",
     "Resample",
     "Strategy",
     "colors_from_bits",
+    "parse_color",
     "parse_size",
 ]
+
+_Choice = TypeVar("_Choice", bound=enum.StrEnum)
 
 # Pillow's own decompression-bomb limit (Image.MAX_IMAGE_PIXELS), without importing Pillow here.
 DEFAULT_MAX_PIXELS = 89_478_485
@@ -64,11 +71,42 @@ class Resample(enum.StrEnum):
     @classmethod
     def parse(cls, name: str | Resample) -> Resample:
         """Accept a filter name case-insensitively."""
-        try:
-            return cls(str(name).strip().lower())
-        except ValueError:
-            allowed = ", ".join(r.value for r in cls)
-            raise ParameterError("resample", f"unknown resample {name!r}: use one of {allowed}") from None
+        return _choice(cls, name, "resample")
+
+
+class Dither(enum.StrEnum):
+    """How pixels are mapped to the palette: exactly, or dithered where an eye would see bands."""
+
+    NONE = "none"  # nearest entry: the original system's output, and what ML features want
+    DIFFUSE = "diffuse"  # edge-aware serpentine error diffusion: smoothest gradients
+    ORDERED = "ordered"  # edge-aware Bayer mix: deterministic per pixel, compresses better
+
+    @classmethod
+    def parse(cls, name: str | Dither) -> Dither:
+        """Accept a method name case-insensitively."""
+        return _choice(cls, name, "dither")
+
+
+class Alpha(enum.StrEnum):
+    """What happens to transparency: kept in the palette (PLTE + tRNS), or composited onto a background."""
+
+    KEEP = "keep"
+    FLATTEN = "flatten"
+
+    @classmethod
+    def parse(cls, name: str | Alpha) -> Alpha:
+        return _choice(cls, name, "alpha")
+
+
+class ColorSpace(enum.StrEnum):
+    """Where colours are clustered: sRGB values, or Oklab (perceptual; palette written back in sRGB)."""
+
+    RGB = "rgb"
+    OKLAB = "oklab"
+
+    @classmethod
+    def parse(cls, name: str | ColorSpace) -> ColorSpace:
+        return _choice(cls, name, "color_space")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,10 +130,24 @@ class CompressParams:
     # A shared palette, (R, G, B) entries in order: every image is mapped to exactly it (no fit; `colors` and
     # the strategy's clustering unused) and every output carries it as its PLTE, entry for entry.
     palette: tuple[tuple[int, int, int], ...] | None = None
+    dither: Dither = Dither.NONE
+    dither_strength: float = 1.0
+    alpha: Alpha = Alpha.KEEP
+    background: tuple[int, int, int] = (255, 255, 255)  # RGB that ALPHA=flatten composites onto
+    color_space: ColorSpace = ColorSpace.RGB
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "strategy", Strategy.parse(self.strategy))
         object.__setattr__(self, "resample", Resample.parse(self.resample))
+        object.__setattr__(self, "dither", Dither.parse(self.dither))
+        object.__setattr__(self, "alpha", Alpha.parse(self.alpha))
+        object.__setattr__(self, "color_space", ColorSpace.parse(self.color_space))
+        if len(self.background) != 3 or not all(0 <= int(c) <= 255 for c in self.background):
+            raise ParameterError("background", f"background must be three values 0-255, got {self.background}")
+        if not 0.0 <= self.dither_strength <= 1.0:  # also refuses NaN
+            raise ParameterError(
+                "dither_strength", f"dither_strength must be between 0 and 1, got {self.dither_strength}"
+            )
         if not 2 <= self.colors <= 256:
             raise ParameterError("colors", f"colors must be between 2 and 256, got {self.colors}")
         if not (self.scale >= 1 and math.isfinite(self.scale)):  # inf would make every image 1x1
@@ -143,3 +195,20 @@ def colors_from_bits(bits: int, *, setting: str = "bits") -> int:
     if not 1 <= bits <= 8:
         raise ParameterError(setting, f"{setting} must be between 1 and 8, got {bits}")
     return 2**bits
+
+
+def parse_color(text: str, *, setting: str) -> tuple[int, int, int]:
+    """Parse '#rrggbb' (the '#' optional) into (r, g, b); the error names `setting`."""
+    digits = text.strip().removeprefix("#")
+    if len(digits) == 6 and all(c in "0123456789abcdefABCDEF" for c in digits):
+        return int(digits[0:2], 16), int(digits[2:4], 16), int(digits[4:6], 16)
+    raise ParameterError(setting, f"{setting} must be a colour like #rrggbb (e.g. #ffffff for white), got {text!r}")
+
+
+def _choice(cls: type[_Choice], name: object, argument: str) -> _Choice:
+    """The member of a string enum named `name` (case-insensitively), or a ParameterError listing them."""
+    try:
+        return cls(str(name).strip().lower())
+    except ValueError:
+        allowed = ", ".join(member.value for member in cls)
+        raise ParameterError(argument, f"unknown {argument} {name!r}: use one of {allowed}") from None

@@ -17,8 +17,10 @@ from PIL import Image
 
 from icsd.core.codec import Decoded, decode, encode_palette_png, encode_png
 from icsd.core.jobs import Result
-from icsd.core.params import CompressParams, Strategy
+from icsd.core.params import Alpha, CompressParams, Strategy
+from icsd.core.quality import psnr
 from icsd.core.quantization import quantize
+from icsd.core.quantization.alpha import premultiply, quantize_alpha
 from icsd.core.resize import downsample, draft_size
 
 __all__ = ["Result", "compress", "decode_downsampled", "palette_array", "palette_pixels"]
@@ -27,19 +29,30 @@ __all__ = ["Result", "compress", "decode_downsampled", "palette_array", "palette
 def compress(data: bytes, params: CompressParams) -> Result:
     """Downsample and colour-quantize one encoded image to a PNG; raises ImageError for bad input."""
     start = time.perf_counter()
-    decoded, small = decode_downsampled(data, params)
+    keep_alpha = params.alpha is Alpha.KEEP and params.palette is None  # a shared palette has no alpha
+    decoded, small = decode_downsampled(data, params, keep_alpha=keep_alpha)
     if params.strategy is Strategy.SIZE_ONLY:
         png = encode_png(small)
         colors = _count_colors(small)
+        fidelity = None
+    elif small.mode in ("RGBA", "LA"):
+        png, colors, fidelity = _quantize_alpha(np.asarray(small), params)
     elif params.palette is not None:  # a shared palette: no fit, every output gets this PLTE entry for entry
         palette = palette_array(params.palette, grey=params.grayscale)
-        quantized = quantize(palette_pixels(small, params), palette=palette)
+        pixels = palette_pixels(small, params)
+        quantized = quantize(pixels, palette=palette, dither=params.dither.value, strength=params.dither_strength)
         png = encode_palette_png(quantized.palette, quantized.indices)
         colors = len(quantized.palette)
+        fidelity = psnr(pixels, quantized.palette, quantized.indices)
     else:
-        quantized = quantize(np.asarray(small), params.colors, params.strategy, params.seed)
+        pixels = np.asarray(small)
+        quantized = quantize(
+            pixels, params.colors, params.strategy, params.seed, dither=params.dither.value,
+            strength=params.dither_strength, color_space=params.color_space.value,
+        )
         png = encode_palette_png(quantized.palette, quantized.indices)
         colors = len(quantized.palette)
+        fidelity = psnr(pixels, quantized.palette, quantized.indices)
     return Result(
         data=png,
         input_bytes=len(data),
@@ -49,16 +62,30 @@ def compress(data: bytes, params: CompressParams) -> Result:
         colors=colors,
         strategy=params.strategy,
         seconds=time.perf_counter() - start,
+        psnr=fidelity,
     )
 
 
-def decode_downsampled(data: bytes, params: CompressParams) -> tuple[Decoded, Image.Image]:
-    """The pipeline's decode (reduced JPEG DCT scale when allowed) and downsample: what gets quantized."""
+def _quantize_alpha(pixels: np.ndarray, params: CompressParams) -> tuple[bytes, int, float]:
+    """(PNG with PLTE + tRNS, palette length, PSNR of the premultiplied pixels) for an RGBA or LA image."""
+    quantized = quantize_alpha(pixels, params.colors, dither=params.dither.value, strength=params.dither_strength)
+    png = encode_palette_png(quantized.palette if quantized.palette.shape[1] == 3 else quantized.palette[:, 0],
+                             quantized.indices, alpha=quantized.alpha)
+    return png, len(quantized.alpha), psnr(premultiply(pixels), quantized.premultiplied(), quantized.indices)
+
+
+def decode_downsampled(
+    data: bytes, params: CompressParams, *, keep_alpha: bool = False
+) -> tuple[Decoded, Image.Image]:
+    """The pipeline's decode (reduced JPEG DCT scale when allowed) and downsample: what gets quantized.
+    Transparency is composited onto `params.background` unless `keep_alpha` (then RGBA/LA when not opaque)."""
     decoded = decode(
         data,
         max_pixels=params.max_pixels,
         grayscale=params.grayscale,
         min_size=partial(draft_size, params=params),
+        keep_alpha=keep_alpha,
+        background=params.background,
     )
     return decoded, downsample(decoded.image, params, source_size=decoded.size, reduction=decoded.reduction)
 
@@ -80,10 +107,12 @@ def palette_array(entries: tuple[tuple[int, int, int], ...], *, grey: bool) -> n
 
 
 def _count_colors(img: Image.Image) -> int:
-    """Distinct colours of an RGB or L image (sorting packed pixels: ~40x faster than Image.getcolors)."""
+    """Distinct colours of an RGB, L, RGBA or LA image (sorting packed pixels: ~40x faster than getcolors)."""
     arr = np.asarray(img)
     if arr.ndim == 2:
         return int(np.count_nonzero(np.bincount(arr.ravel(), minlength=256)))
-    packed = (arr[..., 0].astype(np.uint32) << 16) | (arr[..., 1].astype(np.uint32) << 8) | arr[..., 2]
+    packed = arr[..., 0].astype(np.uint32)
+    for channel in range(1, arr.shape[2]):
+        packed = (packed << 8) | arr[..., channel]
     packed = np.sort(packed, axis=None)
     return int(np.count_nonzero(packed[1:] != packed[:-1])) + 1

@@ -22,12 +22,14 @@ from icsd.errors import SettingsError
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
-__all__ = ["SECONDS_BUCKETS", "Metrics", "NullMetrics", "create_metrics"]
+__all__ = ["PSNR_BUCKETS", "SECONDS_BUCKETS", "Metrics", "NullMetrics", "create_metrics"]
 
 logger = logging.getLogger("icsd.metrics")
 
 # One image takes ~10 ms (tiny, size-only) to tens of seconds (big photo, sklearn k-means).
 SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0)
+# PSNR of an output against its downsampled image: ~22 dB (2 colours) to ~50 dB (256 colours of a photo).
+PSNR_BUCKETS = (20.0, 25.0, 28.0, 30.0, 32.0, 34.0, 36.0, 38.0, 40.0, 45.0, 50.0)
 
 
 class Metrics:
@@ -56,6 +58,13 @@ class Metrics:
             buckets=SECONDS_BUCKETS,
             registry=r,
         )
+        self._psnr = prom.Histogram(
+            "icsd_image_psnr_db",
+            "PSNR of each output against the downsampled image (not observed for size-only or exact outputs).",
+            ["strategy"],
+            buckets=PSNR_BUCKETS,
+            registry=r,
+        )
         self._queue = prom.Gauge("icsd_queue_depth", "Images waiting for a worker.", registry=r)
         self._in_flight = prom.Gauge("icsd_in_flight", "Images being compressed right now.", registry=r)
         self._runtime = prom.Gauge("icsd_runtime_seconds", "Cumulative processing runtime in seconds.", registry=r)
@@ -71,12 +80,16 @@ class Metrics:
         self._thread: threading.Thread | None = None
 
     # -- what the daemon records ------------------------------------------------------------
-    def image_done(self, strategy: str, bytes_in: int, bytes_out: int, seconds: float) -> None:
-        """One image written: count it, its bytes before/after, and how long the worker took."""
+    def image_done(
+        self, strategy: str, bytes_in: int, bytes_out: int, seconds: float, *, psnr: float | None = None
+    ) -> None:
+        """One image written: count it, its bytes before/after, how long the worker took, and its PSNR."""
         self._done.labels(strategy=strategy).inc()
         self._bytes_in.inc(bytes_in)
         self._bytes_out.inc(bytes_out)
         self._seconds.labels(strategy=strategy).observe(seconds)
+        if psnr is not None and math.isfinite(psnr):
+            self._psnr.labels(strategy=strategy).observe(psnr)
 
     def image_failed(self, strategy: str) -> None:
         """One image given up on (moved to the failed folder or out of retries)."""
@@ -144,7 +157,9 @@ class NullMetrics:
 
     port: int | None = None
 
-    def image_done(self, strategy: str, bytes_in: int, bytes_out: int, seconds: float) -> None:
+    def image_done(
+        self, strategy: str, bytes_in: int, bytes_out: int, seconds: float, *, psnr: float | None = None
+    ) -> None:
         pass
 
     def image_failed(self, strategy: str) -> None:

@@ -8,6 +8,7 @@ fields go to JSON logs and metrics, so they are computed once, here.
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import threading
 import time
@@ -105,8 +106,13 @@ def image_fields(
     tally: Tally,
     queued: int,
     grayscale: bool = False,
+    psnr: float | None = None,
 ) -> dict[str, object]:
-    """The fields of one finished image, shared by the text line, JSON logs and metrics."""
+    """The fields of one finished image, shared by the text line, JSON logs and metrics.
+
+    `psnr_db`: the output's PSNR against the downsampled image, rounded to 0.01 dB; null when not measured
+    (size-only) or infinite (the output is exactly the downsampled image), which `exact` tells apart.
+    """
     return {
         "name": name,
         "width_in": size_in[0],
@@ -119,6 +125,8 @@ def image_fields(
         "colors": colors,
         "grayscale": grayscale,
         "strategy": strategy,
+        "psnr_db": round(psnr, 2) if psnr is not None and math.isfinite(psnr) else None,
+        "exact": psnr == math.inf,
         "seconds": round(seconds, 3),
         "done": tally.done,
         "failed": tally.failed,
@@ -133,10 +141,18 @@ def image_line(f: dict[str, object]) -> str:
         f"{f['name']}: {f['width_in']}x{f['height_in']} -> {f['width_out']}x{f['height_out']} px, "
         f"{human_bytes(int(f['bytes_in']))} -> {human_bytes(int(f['bytes_out']))} "
         f"({0.0 - float(f['reduction_pct']):+.1f}%), "
-        f"{colours(f['colors'], grey=bool(f.get('grayscale')))}, {f['strategy']}, {f['seconds']:.2f} s"
+        f"{colours(f['colors'], grey=bool(f.get('grayscale')))}, {f['strategy']}{_fidelity(f)}, {f['seconds']:.2f} s"
         f" | done {f['done']}, failed {f['failed']}, queued {f['queued']}"
         f" | runtime {human_duration(float(f['runtime_seconds']))}"
     )
+
+
+def _fidelity(f: dict[str, object]) -> str:
+    """`, PSNR 34.21 dB` or `, exact`, or nothing when not measured."""
+    if f.get("exact"):
+        return ", exact"
+    value = f.get("psnr_db")
+    return "" if value is None else f", PSNR {float(value):.2f} dB"  # type: ignore[arg-type]
 
 
 class ProgressBar:

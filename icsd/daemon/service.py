@@ -300,11 +300,12 @@ class Service:
         if not self._replaced(task):
             self.outputs.dispose_original(task)
         self.tally.add(result.input_bytes, result.output_bytes, result.seconds)
-        self.metrics.image_done(str(result.strategy), result.input_bytes, result.output_bytes, result.seconds)
+        self.metrics.image_done(str(result.strategy), result.input_bytes, result.output_bytes, result.seconds,
+                                psnr=result.psnr)
         fields = image_fields(task.rel, size_in=result.input_size, size_out=result.output_size,
                               bytes_in=result.input_bytes, bytes_out=result.output_bytes, colors=result.colors,
                               strategy=str(result.strategy), seconds=result.seconds, tally=self.tally,
-                              queued=self.queued, grayscale=self.params.grayscale)
+                              queued=self.queued, grayscale=self.params.grayscale, psnr=result.psnr)
         log.info(image_line(fields), extra={"fields": fields})
         for callback in self.on_progress:
             callback(fields)

@@ -21,9 +21,11 @@ __all__ = ["DEFAULT_COLORS", "DITHERS", "SIZE_FLAGS", "Variant", "add_arguments"
 DEFAULT_COLORS = [8, 16, 32, 64]
 # The settings `icsd compare` shares with `batch` (as flags, ICSD_ variables and .env lines).
 SIZE_FLAGS = ("grayscale", "scale", "resample", "max_size", "size", "seed", "max_pixels", "workers")
-# name -> the CompressParams fields it sets. Only what the core supports today: `none` (exact nearest colour).
+# name -> the CompressParams fields it sets: exact nearest colour, or the core's two dithering methods.
 DITHERS: dict[str, dict[str, Any]] = {
     "none": {},
+    "diffuse": {"dither": "diffuse"},
+    "ordered": {"dither": "ordered"},
 }
 _T = TypeVar("_T")
 _ABBREVIATIONS = {Strategy.SIZE_ONLY: "SO", Strategy.KMEANS: "MKM", Strategy.SKLEARN_KMEANS: "FKM",

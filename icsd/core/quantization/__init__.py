@@ -28,6 +28,7 @@ from icsd.core.quantization import compiled
 from icsd.core.quantization.apply import apply_palette as _apply
 from icsd.core.quantization.apply import check_palette
 from icsd.core.quantization.histogram import Histogram, histogram, merge
+from icsd.core.quantization.oklab import fit_oklab
 from icsd.core.quantization.registry import lookup
 
 __all__ = ["Histogram", "Quantized", "apply_palette", "color_histogram", "fit_palette", "merge_histograms",
@@ -57,19 +58,33 @@ def quantize(
     seed: int = 0,
     *,
     palette: np.ndarray | None = None,
+    dither: str = "none",
+    strength: float = 1.0,
+    color_space: str = "rgb",
 ) -> Quantized:
     """Reduce `pixels` to at most `colors` colours with the named strategy, deterministically for `seed`; or,
-    given `palette`, map them to exactly that palette (its entries and order kept)."""
+    given `palette`, map them to exactly that palette (its entries and order kept). `dither` ("none",
+    "diffuse", "ordered") of `strength` (0..1) maps the pixels to the fitted palette (see dither.py);
+    `color_space="oklab"` clusters RGB colours in Oklab with k-means, whatever the strategy (see oklab.py)."""
     if palette is not None:
-        return apply_palette(pixels, palette)
+        return apply_palette(pixels, palette, dither=dither, strength=strength)
     fit = lookup(strategy)  # ParameterError for unknown names and size-only
     _validate_pixels(pixels)
     _validate_colors(colors)
     hist = histogram(pixels)
     if hist.at_most(colors):  # nothing to cluster: keep every colour exactly
         return _result(hist.colors, hist.expand(np.arange(hist.colors.shape[0])))
+    if color_space == "oklab" and not hist.grey:
+        palette, nearest = fit_oklab(hist, int(colors))
+        if dither != "none":
+            nearest = _apply(hist, palette, dither=dither, strength=strength)
+        return _compact(palette, nearest)
+    if color_space not in ("rgb", "oklab"):
+        raise ParameterError("color_space", f"color_space must be rgb or oklab, got {color_space!r}")
     fitted = fit(hist, int(colors), int(seed))
     assert fitted.nearest is not None  # an image's histogram has pixels
+    if dither != "none":
+        return _compact(fitted.palette, _apply(hist, fitted.palette, dither=dither, strength=strength))
     return _compact(fitted.palette, fitted.nearest)
 
 
@@ -92,13 +107,14 @@ def fit_palette(
     return palette[:, 0] if palette.shape[1] == 1 else palette
 
 
-def apply_palette(pixels: np.ndarray, palette: np.ndarray) -> Quantized:
+def apply_palette(pixels: np.ndarray, palette: np.ndarray, *, dither: str = "none", strength: float = 1.0) -> Quantized:
     """Map every pixel to its exact nearest entry of `palette` ((K, 3) uint8 for RGB pixels, (K,) for grey),
-    which is kept as given: unused entries stay, so images mapped to one palette share it entry for entry."""
+    or dithered (`dither`, `strength` as in `quantize`); the palette is kept as given: unused entries stay, so
+    images mapped to one palette share it entry for entry."""
     _validate_pixels(pixels)
     channels = 1 if pixels.ndim == 2 else 3
     rows = check_palette(palette, channels)
-    return _result(rows, _apply(histogram(pixels), rows))
+    return _result(rows, _apply(histogram(pixels), rows, dither=dither, strength=strength))
 
 
 def color_histogram(pixels: np.ndarray) -> Histogram:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import numpy as np
 
 from icsd.core.errors import ParameterError, ParameterTypeError
+from icsd.core.quantization import dither as kernels
 from icsd.core.quantization.histogram import Histogram
 
 __all__ = ["DITHERS", "apply_palette", "check_palette"]
 
-# Mapping methods apply_palette accepts; "none" is exact nearest entry.
-DITHERS = ("none",)
+# Mapping methods apply_palette accepts; "none" is exact nearest entry, the others are in dither.py.
+DITHERS = ("none", "diffuse", "ordered")
 
 
 def apply_palette(hist: Histogram, palette: np.ndarray, *, dither: str = "none", strength: float = 1.0) -> np.ndarray:
@@ -24,6 +25,11 @@ def apply_palette(hist: Histogram, palette: np.ndarray, *, dither: str = "none",
         raise ParameterError("dither", f"dither must be one of {', '.join(DITHERS)}, got {dither!r}")
     if not 0.0 <= strength <= 1.0:
         raise ParameterError("strength", f"dither strength must be between 0 and 1, got {strength}")
+    if dither != "none" and strength > 0.0:
+        if hist.pixels is None:
+            raise ValueError("this histogram has no pixels to map (it was made from counts)")
+        method = kernels.diffuse if dither == "diffuse" else kernels.ordered
+        return method(hist.pixels, palette, strength)
     indices = hist.index(palette)
     if indices is None:
         raise ValueError("this histogram has no pixels to map (it was made from counts)")

@@ -1,5 +1,7 @@
 """Command line: `icsd run`, `icsd batch`, `icsd compress`, `icsd compare`, `icsd status`.
 
+Longer than ~400 lines on purpose: one short handler per command; their work lives in the modules they call.
+
 User errors become one line on stderr and a sysexits code, never a traceback. The flags of `run`
 and `batch` are generated from the Settings model, so every setting is a flag with the same words
 as its environment variable (`ICSD_MAX_SIZE` <-> `--max-size`).

@@ -1,5 +1,7 @@
 """Daemon settings: environment variables (prefix `ICSD_`), a `.env` file, and CLI overrides.
 
+Longer than ~400 lines on purpose: one field per setting with its help text, the only place they are declared.
+
 Precedence, highest first: command-line flag > process environment > `.env` in the working
 directory > default. Alternative settings (COLORS | BITS; SCALE | MAX_SIZE | SIZE) are one choice
 each: the highest source that sets any of them decides it alone, and two of them in one source

@@ -1,5 +1,8 @@
 """Run compression jobs on a Dask cluster (ICSD_EXECUTOR=dask): scale out past one machine.
 
+Longer than ~400 lines on purpose: submission, batching of small images and lost-worker reporting share
+one client's state and lifecycle; split, they would pass it around.
+
 Only bytes and a frozen params object cross the wire, so workers need icsd installed but no shared
 file system. The daemon stays the single watcher, journal owner and writer and consumes each future
 once, so a task the scheduler re-ran on another worker (because its first worker died) is written once.

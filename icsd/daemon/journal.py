@@ -1,5 +1,7 @@
 """Durable per-file state in SQLite, so every input is processed exactly once across restarts.
 
+Longer than ~400 lines on purpose: every SQL statement of the schema lives here, next to its migrations.
+
 A file's identity is a FileVersion (relative path, size, mtime_ns, content digest). `claim` decides, in one
 transaction, whether a file needs work; `mark_*` record the outcome. WAL mode lets `icsd status`
 read the journal from another process while the daemon writes, and keeps the file consistent when

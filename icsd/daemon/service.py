@@ -1,5 +1,8 @@
 """The daemon shell: watcher -> intake -> executor -> durable writer, with progress and shutdown.
 
+Slightly over ~400 lines: the start-up stack and the coordinator's event handlers; decisions live in
+scheduler.py and intake.py.
+
 Wiring only. The scheduler (sans-I/O) decides what starts, retries, waits or is held; the intake
 admits a file (read, digest, claim, output name); delivery puts results in place. One coordinator
 thread owns the journal and every file operation; the watcher and the executor only put typed

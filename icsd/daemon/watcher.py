@@ -1,5 +1,7 @@
 """Find input images that are completely written and safe to read.
 
+Longer than ~400 lines on purpose: the three sources share one lock-protected stability tracker.
+
 Three sources feed one stability tracker: a startup scan, watchdog events (inotify, or polling on
 network/FUSE file systems where inotify misses remote changes) and a periodic rescan that catches
 lost events (also run, rate-bounded, after an inotify queue overflow: see inotify_source.py). A

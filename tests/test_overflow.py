@@ -67,6 +67,8 @@ def test_a_real_overflow_keeps_the_watches_finds_the_lost_files_and_warns_once(
             lost.mkdir(parents=True)  # its IN_CREATE is dropped: the queue is full
             (lost / "x.jpg").write_bytes(b"lost event")
         assert wait_until(lambda: lost / "x.jpg" in offered.paths, timeout=30, what="x.jpg found by the rescan")
+        # counted by the emitter thread once its fix-up walk is done, which may be after the rescan offered x.jpg
+        wait_until(lambda: w.overflows.total >= 1, timeout=30, what="the overflow counted")
         assert w.overflows.total == 1
         assert watches_before <= set(fd._watch_for_wd), "the overflow removed and re-added watches"
         (lost / "y.jpg").write_bytes(b"an event in a folder the overflow walk watched")

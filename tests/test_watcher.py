@@ -448,7 +448,7 @@ def test_callback_error_is_logged_and_offered_again(
     p = jpeg(root / "a.jpg")
     assert wait_until(lambda: bool(failures))
     # the failure is recorded before the callback raises; the log line follows on the watcher's thread
-    assert wait_until(lambda: "queue closed" in caplog.text, timeout=10, what="the error logged")
+    assert wait_until(lambda: "queue closed" in caplog.text)
     assert w.healthy()
     w.rescan()
     calls.wait_ready(p)

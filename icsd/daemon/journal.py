@@ -413,7 +413,9 @@ class Journal:
         columns = self._columns()
         if "fingerprint" in columns:
             return "fingerprint"
-        return "json_extract(stats, '$.fingerprint')" if "stats" in columns else "NULL"
+        if "stats" not in columns:
+            return "NULL"
+        return "CASE WHEN json_valid(stats) THEN json_extract(stats, '$.fingerprint') END"
 
     def _one(self, sql: str, args: tuple[object, ...]) -> tuple[object, ...] | None:
         with self._lock:

@@ -57,7 +57,7 @@ def test_batch_remakes_with_a_new_k_and_redoes_nothing_when_unchanged(tmp_path: 
     status = _icsd(tmp_path, "status", "--input-dir", "in", "--output-dir", "out", "--colors", "4")
     assert status.stdout.splitlines()[1] == f"stale: {len(NAMES)} made with other settings"
     remade = _batch(tmp_path, "--colors", "4")
-    assert f"{len(NAMES)} outputs were made with other settings: they are remade" in remade.stderr
+    assert f"{len(NAMES)} outputs made with other settings are remade from their originals" in remade.stderr
     assert set(_palettes(tmp_path / "out").values()) == {4} and sorted(_mtimes(tmp_path / "out")) == sorted(before)
     status = _icsd(tmp_path, "status", "--input-dir", "in", "--output-dir", "out", "--colors", "4")
     assert status.stdout.splitlines() == [f"pending: 0  in_progress: 0  done: {len(NAMES)}  failed: 0"]

@@ -162,9 +162,9 @@ class Service:
                  "watching" if self.mode == "watch" else "batch", self.input_root, self.output_root,
                  self.params.strategy, self.params.colors, ", grayscale" if self.params.grayscale else "",
                  settings.worker_count, executor.name)
-        if stale.total > stale.orphaned:
-            log.info("%d outputs were made with other settings: they are remade from their originals",
-                     stale.total - stale.orphaned)
+        if remade := stale.total - stale.orphaned:
+            log.info("%d %s made with other settings %s remade from %s", remade,
+                     *(("output", "is", "its original") if remade == 1 else ("outputs", "are", "their originals")))
         if warning := stale.warning():
             log.warning(warning)
         if stray:

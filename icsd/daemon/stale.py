@@ -35,7 +35,8 @@ class StaleOutputs:
         """The daemon's one WARNING line at start, or None when every stale output can be remade."""
         if not self.orphaned:
             return None
-        return (f"{self.orphaned} {_outputs(self.orphaned)} made with other settings cannot be remade: "
+        what = "output" if self.orphaned == 1 else "outputs"
+        return (f"{self.orphaned} {what} made with other settings cannot be remade: "
                 "the originals were deleted or archived (ICSD_ON_SUCCESS); they stay as they are")
 
 
@@ -45,6 +46,3 @@ def stale_outputs(journal: Journal, fingerprint: str, input_root: Path) -> Stale
     orphaned = sum(not os.path.lexists(input_root / entry.rel) for entry in stale)
     return StaleOutputs(total=len(stale), orphaned=orphaned)
 
-
-def _outputs(count: int) -> str:
-    return "output" if count == 1 else "outputs"

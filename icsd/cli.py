@@ -137,10 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     compare.set_defaults(handler=_cmd_compare)
 
     status = commands.add_parser(
-        "status", help="print journal counts by state and the last failures",
-        usage="icsd status [--output-dir DIR] [--state-dir DIR] [--failures N]",
+        "status", help="print journal counts by state, stale outputs and the last failures",
+        usage="icsd status [--output-dir DIR] [--state-dir DIR] [--failures N] [SETTINGS]",
     )
-    _add_setting_flags(status, Settings, names=("output_dir", "state_dir"))
+    # The compression settings too: outputs made with other settings than these are counted as stale.
+    _add_setting_flags(status, Settings, names=("input_dir", "output_dir", "state_dir", *COMPRESS_FLAGS))
     status.add_argument("--failures", type=int, default=10, help="how many recent failures to list")
     status.set_defaults(handler=_cmd_status)
     parser.commands = {"run": run, "batch": batch, "compress": one, "palette": learn, "manifest": manifest,
@@ -266,6 +267,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
     try:
         counts = journal.counts()
         print("  ".join(f"{state}: {count}" for state, count in counts.items()))
+        if stale := _stale_line(journal, settings):
+            print(stale)
         failures = journal.recent_failures(args.failures)
         if failures:
             print("recent failures:")
@@ -277,6 +280,20 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 # -- helpers ----------------------------------------------------------------------------------
+
+
+def _stale_line(journal: typing.Any, settings: typing.Any) -> str | None:
+    """`icsd status`'s count of outputs made with other settings than the current ones (None: there are none)."""
+    from icsd.daemon.logs import one_line
+    from icsd.daemon.manifest import params_fingerprint
+    from icsd.daemon.stale import stale_outputs
+
+    try:
+        fingerprint = params_fingerprint(settings.params())
+    except SettingsError as exc:
+        return one_line(f"stale: unknown, the current settings are invalid: {exc.message}")
+    stale = stale_outputs(journal, fingerprint, settings.input_dir)
+    return stale.status_line() if stale.total else None
 
 
 def _prepared_service(settings: typing.Any, service_class: typing.Any, *, mode: str) -> typing.Any:

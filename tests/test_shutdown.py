@@ -99,10 +99,11 @@ def test_sigterm_finishes_the_running_image_but_starts_none_of_the_queued_ones(s
     assert states.pop(done) == ("done", 1)
     assert list(states.values()) == [("pending", 0)], states  # the queued one given back; the backlog one unclaimed
 
-    again = start_daemon(workers=1)  # quick settings, as above
+    again = start_daemon(workers=1)  # quick settings, as above: the done image is remade with them (other settings)
     again.wait_for_outputs(sorted(images))
     assert again.stop() == 0
-    assert sorted(again.progress_names()) == sorted(set(images) - {done})
+    assert sorted(again.progress_names()) == sorted(images)
+    assert "1 output made with other settings is remade from its original" in again.log()
 
 
 @pytest.mark.timeout(90)

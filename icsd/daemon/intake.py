@@ -53,12 +53,19 @@ Admission = Admitted | Skipped | Unreadable
 
 
 class Intake:
-    """Admits files below `input_root` against `journal`; outputs go below `output_root`."""
+    """Admits files below `input_root` against `journal`; outputs go below `output_root`.
 
-    def __init__(self, journal: Journal, *, input_root: Path, output_root: Path) -> None:
+    `fingerprint`: the current settings' (manifest.params_fingerprint); a version done with other settings is
+    admitted again, and its new output replaces the old one under the same name.
+    """
+
+    def __init__(
+        self, journal: Journal, *, input_root: Path, output_root: Path, fingerprint: str | None = None
+    ) -> None:
         self.journal = journal
         self.input_root = input_root
         self.output_root = output_root
+        self.fingerprint = fingerprint
 
     def admit(self, rel: str) -> Admission:
         """Decide about the file at `rel` now. A journal that cannot be written raises TransientError."""
@@ -76,7 +83,7 @@ class Intake:
         except OSError as exc:
             return Unreadable(f"cannot read: {exc.strerror or exc}")
         version = FileVersion.of(rel, info, content_digest(data))
-        if not self.journal.claim(version):
+        if not self.journal.claim(version, self.fingerprint):
             return Skipped("same content as a version already done or failed")
         output = self.free_output(rel)
         self.journal.reserve_output(rel, output)
@@ -105,4 +112,4 @@ class Intake:
             st = os.lstat(path)
         except OSError:
             return False  # the read reports it
-        return stat.S_ISREG(st.st_mode) and self.journal.is_settled(rel, st.st_size, st.st_mtime_ns)
+        return stat.S_ISREG(st.st_mode) and self.journal.is_settled(rel, st.st_size, st.st_mtime_ns, self.fingerprint)

@@ -28,11 +28,19 @@ from icsd.errors import SettingsError, TransientError
 
 __all__ = ["SCHEMA_VERSION", "DoneRow", "Entry", "Journal", "State", "content_digest"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Steps from each older schema to the next, run in one transaction on open (read-write). 1 -> 2: `stats`,
 # what a done row's output is (JSON: sizes, colours, strategy, palette, fingerprint, PSNR) for the manifest.
+# 2 -> 3: `fingerprint`, the settings a done row's output was made with, in its own indexed column (filled
+# from `stats`) so "is this output stale?" is one indexed query; NULL: made before icsd recorded it.
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: ("ALTER TABLE files ADD COLUMN stats TEXT",),
+    2: (
+        "ALTER TABLE files ADD COLUMN fingerprint TEXT",
+        "UPDATE files SET fingerprint = json_extract(stats, '$.fingerprint') WHERE stats IS NOT NULL"
+        " AND json_valid(stats)",
+        "CREATE INDEX IF NOT EXISTS files_by_fingerprint ON files (state, fingerprint)",
+    ),
 }
 # SQLite result codes that mean "not now" rather than "never": retried by the caller.
 _TRANSIENT = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_IOERR")
@@ -130,13 +138,28 @@ class Journal:
 
     # -- queries -------------------------------------------------------------------------------
 
-    def is_settled(self, rel: str, size: int, mtime_ns: int) -> bool:
-        """True if this exact (rel, size, mtime) already ended DONE or FAILED: skip without hashing."""
+    def is_settled(self, rel: str, size: int, mtime_ns: int, fingerprint: str | None = None) -> bool:
+        """True if this exact (rel, size, mtime) already ended DONE or FAILED: skip without hashing.
+
+        With `fingerprint` (the current settings'), a DONE row counts only if its output was made with them
+        (or before fingerprints were recorded: unknown settings are trusted, not remade on an upgrade).
+        """
         row = self._one(
-            "SELECT 1 FROM files WHERE rel = ? AND size = ? AND mtime_ns = ? AND state IN (?, ?)",
-            (rel, size, mtime_ns, *_SETTLED),
+            "SELECT 1 FROM files WHERE rel = ? AND size = ? AND mtime_ns = ? AND (state = ? OR (state = ?"
+            " AND (? IS NULL OR fingerprint IS NULL OR fingerprint = ?)))",
+            (rel, size, mtime_ns, State.FAILED.value, State.DONE.value, fingerprint, fingerprint),
         )
         return row is not None
+
+    def stale(self, fingerprint: str) -> list[Entry]:
+        """DONE rows whose output was made with other settings than `fingerprint`'s, by relative path."""
+        column = self._fingerprint_column()
+        if column == "NULL":
+            return []
+        return self._all(
+            f"SELECT {_COLUMNS} FROM files WHERE state = ? AND {column} IS NOT NULL AND {column} != ? ORDER BY rel",
+            (State.DONE.value, fingerprint),
+        )
 
     def get(self, rel: str) -> Entry | None:
         row = self._one(f"SELECT {_COLUMNS} FROM files WHERE rel = ?", (rel,))
@@ -174,38 +197,47 @@ class Journal:
 
     def done_rows(self) -> list[DoneRow]:
         """Every DONE row with its recorded stats, by relative path (what `icsd manifest` lists)."""
-        has_stats = any(row[1] == "stats" for row in self._rows("PRAGMA table_info(files)"))
-        stats = "stats" if has_stats else "NULL"
+        stats = "stats" if "stats" in self._columns() else "NULL"
         rows = self._rows(f"SELECT {_COLUMNS}, {stats} FROM files WHERE state = ? ORDER BY rel", (State.DONE.value,))
         return [DoneRow(_entry(row[:-1]), None if row[-1] is None else json.loads(str(row[-1]))) for row in rows]
 
     # -- transitions ---------------------------------------------------------------------------
 
-    def claim(self, version: FileVersion) -> bool:
+    def claim(self, version: FileVersion, fingerprint: str | None = None) -> bool:
         """Decide atomically whether to work on `version` now; if so mark it IN_PROGRESS and count the attempt.
 
         True for: an unknown path; a replaced file (size or digest differ: attempts restart at 1);
-        a PENDING or IN_PROGRESS row (retry, or left over from a crash). False for the same content
-        already DONE or FAILED; a touched-only file (same digest, new mtime) gets its mtime updated
+        a PENDING or IN_PROGRESS row (retry, or left over from a crash); the same content DONE with other
+        settings than `fingerprint`'s (a remake: attempts restart at 1, the output name is kept, so the new
+        output replaces the old one). False for the same content already DONE (with these settings, or unknown
+        ones) or FAILED; a touched-only file (same digest, new mtime) gets its mtime updated
         so the cheap `is_settled` check matches next time. `version` must have been read (digest known).
         """
         if version.digest is None:
             raise ValueError(f"claim needs the digest of {version.rel!r}: read the file first")
         now = time.time()
         with self._write(durable=False) as db:
-            row = db.execute("SELECT size, digest, state FROM files WHERE rel = ?", (version.rel,)).fetchone()
+            row = db.execute(
+                "SELECT size, digest, state, fingerprint FROM files WHERE rel = ?", (version.rel,)
+            ).fetchone()
             if row is None:
                 db.execute(
                     f"INSERT INTO files ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, 1, NULL, NULL, ?)",
                     (version.rel, version.size, version.mtime_ns, version.digest, State.IN_PROGRESS.value, now),
                 )
                 return True
-            size, digest, state = row
+            size, digest, state, made_with = row
             if size != version.size or digest != version.digest:
                 db.execute(
                     "UPDATE files SET size = ?, mtime_ns = ?, digest = ?, state = ?, attempts = 1,"
-                    " output = NULL, error = NULL, stats = NULL, updated = ? WHERE rel = ?",
+                    " output = NULL, error = NULL, stats = NULL, fingerprint = NULL, updated = ? WHERE rel = ?",
                     (version.size, version.mtime_ns, version.digest, State.IN_PROGRESS.value, now, version.rel),
+                )
+                return True
+            if state == State.DONE.value and None not in (fingerprint, made_with) and made_with != fingerprint:
+                db.execute(
+                    "UPDATE files SET mtime_ns = ?, state = ?, attempts = 1, error = NULL, updated = ? WHERE rel = ?",
+                    (version.mtime_ns, State.IN_PROGRESS.value, now, version.rel),
                 )
                 return True
             if state in _SETTLED:
@@ -359,24 +391,31 @@ class Journal:
         stats: dict[str, Any] | None = None,
     ) -> bool:
         recorded = None if stats is None else json.dumps(stats, separators=(",", ":"), sort_keys=True)
+        fingerprint = None if stats is None else stats.get("fingerprint")
+        values = (state.value, output, error, time.time(), recorded, fingerprint, rel)
+        update = ("UPDATE files SET state = ?, output = COALESCE(?, output), error = ?, updated = ?, stats = ?,"
+                  " fingerprint = ? WHERE rel = ?")
         with self._write() as db:
             if digest is None:
-                cur = db.execute(
-                    "UPDATE files SET state = ?, output = COALESCE(?, output), error = ?, updated = ?, stats = ?"
-                    " WHERE rel = ?",
-                    (state.value, output, error, time.time(), recorded, rel),
-                )
-                _require(cur, rel)
+                _require(db.execute(update, values), rel)
                 return True
-            cur = db.execute(
-                "UPDATE files SET state = ?, output = COALESCE(?, output), error = ?, updated = ?, stats = ?"
-                " WHERE rel = ? AND digest = ?",
-                (state.value, output, error, time.time(), recorded, rel, digest),
-            )
+            cur = db.execute(update + " AND digest = ?", (*values, digest))
             if cur.rowcount == 0:
                 _require(db.execute("SELECT 1 FROM files WHERE rel = ?", (rel,)), rel, select=True)
                 return False
             return True
+
+    def _columns(self) -> set[str]:
+        return {str(row[1]) for row in self._rows("PRAGMA table_info(files)")}
+
+    def _fingerprint_column(self) -> str:
+        """The SQL for a row's fingerprint: its column, or (a read-only journal of schema 2) the JSON's."""
+        columns = self._columns()
+        if "fingerprint" in columns:
+            return "fingerprint"
+        if "stats" not in columns:
+            return "NULL"
+        return "CASE WHEN json_valid(stats) THEN json_extract(stats, '$.fingerprint') END"
 
     def _one(self, sql: str, args: tuple[object, ...]) -> tuple[object, ...] | None:
         with self._lock:

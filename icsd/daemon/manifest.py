@@ -53,9 +53,14 @@ FORMATS = (".jsonl", ".csv", ".parquet")
 
 
 def params_fingerprint(params: CompressParams) -> str:
-    """A short digest of every CompressParams field: outputs made with equal fingerprints used equal settings."""
+    """A short digest of the CompressParams fields: outputs made with equal fingerprints used equal settings.
+
+    Fields at their default are left out, so a setting added later (which defaults to the old behaviour) leaves
+    every recorded fingerprint valid: an upgrade does not remake every output (docs/reliability.md).
+    """
+    defaults = dataclasses.asdict(CompressParams())
     fields = {name: str(value) if not isinstance(value, int | float | tuple | type(None)) else value
-              for name, value in dataclasses.asdict(params).items()}
+              for name, value in dataclasses.asdict(params).items() if value != defaults[name]}
     text = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return "sha1:" + hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:16]
 

@@ -31,12 +31,13 @@ from icsd.daemon.folders import create_folders, hold_lock
 from icsd.daemon.intake import Intake, Skipped, Unreadable
 from icsd.daemon.journal import Journal
 from icsd.daemon.leftovers import reclaim_semaphores
-from icsd.daemon.manifest import done_stats
+from icsd.daemon.manifest import done_stats, params_fingerprint
 from icsd.daemon.metrics import Metrics, NullMetrics, create_metrics
 from icsd.daemon.notify import Notifier, WatchdogPinger
 from icsd.daemon.output import remove_stray_temps
 from icsd.daemon.progress import Tally, human_duration, image_fields, image_line, images
 from icsd.daemon.scheduler import PROBE_SECONDS, GiveUp, Scheduler
+from icsd.daemon.stale import stale_outputs
 from icsd.errors import EX_SOFTWARE, IcsdError, TransientError
 from icsd.settings import Settings
 
@@ -131,7 +132,10 @@ class Service:
         stray = sum(remove_stray_temps(root) for root in self._our_roots())  # logged after the first line
         semaphores = reclaim_semaphores(state)  # what a kill -9 of an earlier icsd left in /dev/shm
         self.journal = stack.enter_context(Journal(state / "journal.sqlite3"))
-        self.intake = Intake(self.journal, input_root=self.input_root, output_root=self.output_root)
+        fingerprint = params_fingerprint(self.params)
+        self.intake = Intake(self.journal, input_root=self.input_root, output_root=self.output_root,
+                             fingerprint=fingerprint)
+        stale = stale_outputs(self.journal, fingerprint, self.input_root)  # before any is remade; logged below
         self.metrics = create_metrics(settings.metrics_port, settings.metrics_host)
         stack.callback(self.metrics.stop)
         self.metrics.set_runtime_source(lambda: self.tally.runtime)
@@ -158,6 +162,11 @@ class Service:
                  "watching" if self.mode == "watch" else "batch", self.input_root, self.output_root,
                  self.params.strategy, self.params.colors, ", grayscale" if self.params.grayscale else "",
                  settings.worker_count, executor.name)
+        if remade := stale.total - stale.orphaned:
+            log.info("%d %s made with other settings %s remade from %s", remade,
+                     *(("output", "is", "its original") if remade == 1 else ("outputs", "are", "their originals")))
+        if warning := stale.warning():
+            log.warning(warning)
         if stray:
             log.info("removed %d temporary files left by an earlier crash", stray)
         if semaphores:

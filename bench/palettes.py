@@ -28,19 +28,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import icsd
-from bench.throughput import HERE, generate_camera_set, icsd_command, installed_package, run_batch
+from bench.throughput import HERE, camera_set_arguments, generate_camera_set, icsd_command, installed_package, run_batch
 from icsd.core import CompressParams
 from icsd.core.pipeline import decode_downsampled, palette_pixels
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folder", nargs="?", type=Path, help="folder of JPEGs [default: generated camera set]")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--colors", type=int, default=16)
-    parser.add_argument("--scale", type=float, default=5)
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
+    args = camera_set_arguments(__doc__).parse_args()
     args.strategy = "kmeans"
     compileall.compile_dir(installed_package(), quiet=1)
     folder = args.folder or generate_camera_set(HERE / "out" / "camera")

@@ -36,14 +36,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.images import CAMERA_SIZES, sample_images
 
 HERE = Path(__file__).resolve().parent
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def camera_set_arguments(description: str | None) -> argparse.ArgumentParser:
+    """The flags every benchmark over the camera set shares: its folder, workers, K, scale and repeats."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", nargs="?", type=Path, help="folder of JPEGs [default: generated camera set]")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--colors", type=int, default=16)
     parser.add_argument("--scale", type=float, default=5)
-    parser.add_argument("--strategy", default="kmeans")
     parser.add_argument("--repeat", type=int, default=3, help="measurements of each side (median taken)")
+    return parser
+
+
+def main() -> int:
+    parser = camera_set_arguments(__doc__)
+    parser.add_argument("--strategy", default="kmeans")
     args = parser.parse_args()
 
     # Installed code runs from compiled bytecode (pip compiles it; `make` does for the editable install):

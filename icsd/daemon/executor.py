@@ -12,7 +12,6 @@ import logging
 import multiprocessing
 import os
 import select
-import signal
 import threading
 import time
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
@@ -22,7 +21,7 @@ from multiprocessing.synchronize import Event as EventType
 from typing import Protocol
 
 from icsd.core import CompressParams, JobOutcome, compress_job
-from icsd.daemon.fork_server import limit_native_threads, start_worker_server
+from icsd.daemon.fork_server import init_worker, start_worker_server
 from icsd.errors import SettingsError
 
 __all__ = ["NOT_STARTED", "STOP_SECONDS", "WORKER_DIED", "Executor", "ProcessExecutor", "create_executor"]
@@ -218,8 +217,7 @@ def _run_job(data: bytes, params: CompressParams) -> JobOutcome:
 def _init_worker(parent: int, stopping: EventType) -> None:
     global _stopping
     _stopping = stopping
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    limit_native_threads()
+    init_worker()
     _exit_with_parent(parent)
 
 

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
 
 __all__ = [
     "DAEMON_COMMANDS",
@@ -19,7 +23,9 @@ __all__ = [
     "WORKER_PRELOAD",
     "limit_native_threads",
     "start_for_command",
+    "init_worker",
     "start_worker_server",
+    "worker_pool",
     "worker_environment",
 ]
 
@@ -91,3 +97,23 @@ def limit_native_threads() -> None:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1)
+
+
+def init_worker() -> None:
+    """A pool worker: Ctrl-C goes to the whole process group and the parent stops the pool (workers need
+    not print tracebacks); one native thread each, so N workers use N cores."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    limit_native_threads()
+
+
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """`workers` processes forked from icsd's fork server (image stack preloaded), for the one-shot tools
+    (`icsd compare`, `icsd palette learn`); the daemon's own pool (executor.py) adds drain and parent watch."""
+    import multiprocessing  # here, not at the top: this module stays light for the daemon's start
+    from concurrent.futures import ProcessPoolExecutor
+
+    start_worker_server()
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver"),
+                               initializer=init_worker)

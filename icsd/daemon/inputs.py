@@ -18,6 +18,7 @@ from pathlib import Path
 from icsd.errors import InputError
 
 __all__ = [
+    "read_error",
     "IMAGE_SUFFIXES",
     "JUNK_NAMES",
     "JUNK_SUFFIXES",
@@ -167,6 +168,11 @@ def scan_tree(
             yield Path(path), st.st_size
         elif on_skip is not None:
             on_skip(Path(path), reason)
+
+
+def read_error(exc: OSError | InputError) -> str:
+    """The one-line reason a candidate could not be read, as every reader of inputs reports it."""
+    return exc.message if isinstance(exc, InputError) else f"cannot read: {exc.strerror or exc}"
 
 
 def skip_reason(mode: int) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from icsd.daemon.delivery import Task
 from icsd.daemon.identity import FileVersion
-from icsd.daemon.inputs import read_regular
+from icsd.daemon.inputs import read_error, read_regular
 from icsd.daemon.journal import Journal, content_digest
 from icsd.daemon.output import output_name, output_names
 from icsd.errors import InputError
@@ -55,7 +55,7 @@ Admission = Admitted | Skipped | Unreadable
 class Intake:
     """Admits files below `input_root` against `journal`; outputs go below `output_root`.
 
-    `fingerprint`: the current settings' (manifest.params_fingerprint); a version done with other settings is
+    `fingerprint`: the current settings' (CompressParams.fingerprint); a version done with other settings is
     admitted again, and its new output replaces the old one under the same name.
     """
 
@@ -81,7 +81,7 @@ class Intake:
             log.warning("%s: %s", rel, exc.message)
             return Skipped(exc.message)
         except OSError as exc:
-            return Unreadable(f"cannot read: {exc.strerror or exc}")
+            return Unreadable(read_error(exc))
         version = FileVersion.of(rel, info, content_digest(data))
         if not self.journal.claim(version, self.fingerprint):
             return Skipped("same content as a version already done or failed")

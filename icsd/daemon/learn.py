@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import itertools
 import logging
-import multiprocessing
 import random
 import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,8 +33,8 @@ from icsd.core import (
     histogram_job,
     pixels_histogram,
 )
-from icsd.daemon.fork_server import start_worker_server
-from icsd.daemon.inputs import printable, read_regular, scan_tree
+from icsd.daemon.fork_server import worker_pool
+from icsd.daemon.inputs import printable, read_error, read_regular, scan_tree
 from icsd.daemon.palettes import write_palette_file
 from icsd.daemon.progress import ProgressBar
 from icsd.errors import DataError, InputError, UsageError
@@ -173,10 +172,8 @@ def _histograms(items: list[Image], params: CompressParams, workers: int) -> Ite
 
 
 def _pooled(items: list[Image], params: CompressParams, workers: int) -> Iterator[tuple[str, HistogramOutcome]]:
-    start_worker_server()
-    context = multiprocessing.get_context("forkserver")
     window = 2 * workers  # images read and in flight at once: bounds memory like the daemon's window
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_quiet_worker)
+    pool = worker_pool(workers)
     pending: dict[Future[HistogramOutcome], str] = {}
     todo = iter(enumerate(items))
     try:
@@ -214,8 +211,7 @@ def _load(item: Image, number: int) -> tuple[str, bytes | np.ndarray | Histogram
     try:
         data, _info = read_regular(path)
     except (OSError, InputError) as exc:
-        reason = exc.message if isinstance(exc, InputError) else f"cannot read: {exc.strerror or exc}"
-        return str(path), HistogramOutcome(None, reason)
+        return str(path), HistogramOutcome(None, read_error(exc))
     return str(path), data
 
 

@@ -9,19 +9,17 @@ cancels what has not started and the command stops with the usual 130.
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing
 import os
-import signal
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from icsd.core import CompressParams, Strategy
-from icsd.daemon.fork_server import start_worker_server
-from icsd.daemon.inputs import is_candidate_name, printable, read_regular
-from icsd.errors import IcsdError, InputError
+from icsd.daemon.fork_server import worker_pool
+from icsd.daemon.inputs import printable, read_error, read_regular, walk_candidates
+from icsd.errors import InputError
 from icsd.report.measure import Measured, measure
 from icsd.report.options import Variant
 
@@ -90,16 +88,14 @@ def run_variants(
     """
     rows = [ImageRow(name=display_name(path, roots)) for path in files]
     reference_params = dataclasses.replace(base, strategy=Strategy.SIZE_ONLY)
-    start_worker_server()
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver"),
-                               initializer=_init_worker)
+    pool = worker_pool(workers)
     pending: dict[Future[Measured], tuple[ImageRow, Variant | None, bytes]] = {}
     try:
         for row, path in zip(rows, files, strict=True):
             try:
                 data = read_regular(path)[0]
-            except (OSError, IcsdError) as exc:
-                row.error = _read_error(path, exc)
+            except (OSError, InputError) as exc:
+                row.error = read_error(exc)
                 for _ in range(1 + len(variants)):  # the bar counts the jobs this image will not need
                     on_done()
                 continue
@@ -144,21 +140,11 @@ def _outcome(future: Future[Measured]) -> Measured:
 
 
 def _walk(folder: Path) -> Iterator[Path]:
-    for top, dirs, names in os.walk(folder):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        yield from (Path(top) / name for name in names if is_candidate_name(name))
+    """Every candidate below `folder`, as the daemon finds them (links and FIFOs included: they become rows
+    with their one-line error)."""
+    top = os.path.abspath(folder)
+    return (Path(path) for path, _st in walk_candidates(top, root=top, excluded=()))
 
 
-def _read_error(path: Path, exc: BaseException) -> str:
-    if isinstance(exc, IcsdError):
-        return exc.message
-    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-    return f"cannot read {printable(path)}: {reason}"
 
 
-def _init_worker() -> None:
-    """Workers leave Ctrl-C to the parent, and use one BLAS/OpenMP thread each (the pool has one per core)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(limits=1)

@@ -285,11 +285,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _stale_line(journal: typing.Any, settings: typing.Any) -> str | None:
     """`icsd status`'s count of outputs made with other settings than the current ones (None: there are none)."""
     from icsd.daemon.logs import one_line
-    from icsd.daemon.manifest import params_fingerprint
     from icsd.daemon.stale import stale_outputs
 
     try:
-        fingerprint = params_fingerprint(settings.params())
+        fingerprint = settings.params().fingerprint()
     except SettingsError as exc:
         return one_line(f"stale: unknown, the current settings are invalid: {exc.message}")
     stale = stale_outputs(journal, fingerprint, settings.input_dir)

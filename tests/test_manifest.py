@@ -17,7 +17,7 @@ from PIL import Image
 
 from icsd.core import CompressParams, Palette, compress
 from icsd.daemon.journal import SCHEMA_VERSION, Journal
-from icsd.daemon.manifest import COLUMNS, done_stats, manifest_rows, params_fingerprint
+from icsd.daemon.manifest import COLUMNS, done_stats, manifest_rows
 from tests.harness import clean_env
 from tests.images import MODE_SAMPLES, encode, mode_sample, png_chunks, sample_bytes, write
 
@@ -151,6 +151,6 @@ def test_stats_of_size_only_and_fingerprints_of_settings() -> None:
     params = CompressParams(strategy="size-only", scale=8)
     stats = done_stats(compress(sample_bytes(), params), params)
     assert stats["palette"] is None and stats["strategy"] == "size-only" and stats["output_size"] == [80, 54]
-    fingerprints = {params_fingerprint(p) for p in (CompressParams(), CompressParams(colors=8),
+    fingerprints = {p.fingerprint() for p in (CompressParams(), CompressParams(colors=8),
                                                      CompressParams(palette=SHARED), CompressParams(scale=4))}
-    assert len(fingerprints) == 4 and params_fingerprint(CompressParams()) == params_fingerprint(CompressParams())
+    assert len(fingerprints) == 4 and CompressParams().fingerprint() == CompressParams().fingerprint()

@@ -9,7 +9,6 @@ from pathlib import Path
 from icsd.core import CompressParams
 from icsd.daemon.identity import FileVersion
 from icsd.daemon.journal import SCHEMA_VERSION, Journal, State
-from icsd.daemon.manifest import params_fingerprint
 from icsd.daemon.stale import stale_outputs
 
 OLD, NEW = "sha1:old", "sha1:new"
@@ -95,8 +94,8 @@ def test_stale_outputs_counts_those_without_an_original(tmp_path: Path) -> None:
 
 
 def test_fingerprint_leaves_defaults_out_so_a_new_setting_keeps_old_fingerprints() -> None:
-    default = params_fingerprint(CompressParams())
+    default = CompressParams().fingerprint()
     empty = "sha1:" + hashlib.sha1(b"{}").hexdigest()[:16]
     assert default == empty  # the digest of no field: what a field added later at its default leaves unchanged
-    assert params_fingerprint(CompressParams(colors=8)) != default
-    assert params_fingerprint(CompressParams(colors=8)) == params_fingerprint(CompressParams(colors=8, seed=0))
+    assert CompressParams(colors=8).fingerprint() != default
+    assert CompressParams(colors=8).fingerprint() == CompressParams(colors=8, seed=0).fingerprint()

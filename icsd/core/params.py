@@ -5,7 +5,10 @@ Validated once here (at construction), so the core's private kernels can assume 
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import hashlib
+import json
 import math
 from dataclasses import dataclass
 from typing import TypeVar
@@ -178,6 +181,16 @@ class CompressParams:
             raise ParameterError("palette", "strategy 'size-only' keeps every colour: it cannot use a palette")
         if self.grayscale and any(not r == g == b for r, g, b in palette):
             raise ParameterError("palette", "grayscale images need a palette of greys (R = G = B in every entry)")
+
+    def fingerprint(self) -> str:
+        """A short digest of the fields: outputs made with equal fingerprints used equal settings (the journal
+        records it per output, so changed settings remake outputs). Fields at their default are left out, so a
+        field added later (defaulting to the old behaviour) leaves every recorded fingerprint valid."""
+        defaults = dataclasses.asdict(CompressParams())
+        fields = {name: str(value) if not isinstance(value, int | float | tuple | type(None)) else value
+                  for name, value in dataclasses.asdict(self).items() if value != defaults[name]}
+        text = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+        return "sha1:" + hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:16]
 
 
 def parse_size(text: str, *, setting: str) -> tuple[int, int]:

@@ -9,8 +9,6 @@ their output's size, colours and palette from the PNG on disk, and no source siz
 from __future__ import annotations
 
 import csv
-import dataclasses
-import hashlib
 import io
 import json
 import math
@@ -28,7 +26,7 @@ from icsd.errors import SettingsError, UsageError
 if TYPE_CHECKING:
     from icsd.settings import Settings
 
-__all__ = ["COLUMNS", "FORMATS", "done_stats", "manifest_command", "manifest_rows", "params_fingerprint",
+__all__ = ["COLUMNS", "FORMATS", "done_stats", "manifest_command", "manifest_rows",
            "render_manifest"]
 
 # (name, type) of every column, in order; types are the Parquet schema's.
@@ -52,19 +50,6 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 FORMATS = (".jsonl", ".csv", ".parquet")
 
 
-def params_fingerprint(params: CompressParams) -> str:
-    """A short digest of the CompressParams fields: outputs made with equal fingerprints used equal settings.
-
-    Fields at their default are left out, so a setting added later (which defaults to the old behaviour) leaves
-    every recorded fingerprint valid: an upgrade does not remake every output (docs/reliability.md).
-    """
-    defaults = dataclasses.asdict(CompressParams())
-    fields = {name: str(value) if not isinstance(value, int | float | tuple | type(None)) else value
-              for name, value in dataclasses.asdict(params).items() if value != defaults[name]}
-    text = json.dumps(fields, sort_keys=True, separators=(",", ":"))
-    return "sha1:" + hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:16]
-
-
 def done_stats(result: Result, params: CompressParams) -> dict[str, Any]:
     """What the journal keeps about one output (small: a PLTE is at most 256 hex colours)."""
     shared = params.palette is not None
@@ -75,7 +60,7 @@ def done_stats(result: Result, params: CompressParams) -> dict[str, Any]:
         "colors": result.colors,
         "strategy": "palette" if shared else str(result.strategy),
         "palette": Palette(params.palette).digest() if shared else _plte_hex(result.data),  # type: ignore[arg-type]
-        "fingerprint": params_fingerprint(params),
+        "fingerprint": params.fingerprint(),
         "psnr": getattr(result, "psnr", None),
     }
 

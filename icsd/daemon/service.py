@@ -31,7 +31,7 @@ from icsd.daemon.folders import create_folders, hold_lock
 from icsd.daemon.intake import Intake, Skipped, Unreadable
 from icsd.daemon.journal import Journal
 from icsd.daemon.leftovers import reclaim_semaphores
-from icsd.daemon.manifest import done_stats, params_fingerprint
+from icsd.daemon.manifest import done_stats
 from icsd.daemon.metrics import Metrics, NullMetrics, create_metrics
 from icsd.daemon.notify import Notifier, WatchdogPinger
 from icsd.daemon.output import remove_stray_temps
@@ -132,7 +132,7 @@ class Service:
         stray = sum(remove_stray_temps(root) for root in self._our_roots())  # logged after the first line
         semaphores = reclaim_semaphores(state)  # what a kill -9 of an earlier icsd left in /dev/shm
         self.journal = stack.enter_context(Journal(state / "journal.sqlite3"))
-        fingerprint = params_fingerprint(self.params)
+        fingerprint = self.params.fingerprint()
         self.intake = Intake(self.journal, input_root=self.input_root, output_root=self.output_root,
                              fingerprint=fingerprint)
         stale = stale_outputs(self.journal, fingerprint, self.input_root)  # before any is remade; logged below

@@ -1,6 +1,6 @@
 """Outputs made with other settings than the current ones: how many, and how many cannot be remade.
 
-The journal records each output's settings fingerprint (manifest.params_fingerprint); `icsd batch` and
+The journal records each output's settings fingerprint (CompressParams.fingerprint); `icsd batch` and
 `icsd run` remake a stale output when they see its original again (intake). An original already deleted or
 archived (ICSD_ON_SUCCESS) is not seen again: its output stays as it was, which the daemon says once per
 start and `icsd status` shows.

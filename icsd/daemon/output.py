@@ -15,9 +15,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
 
 from icsd.errors import OutputError
 
@@ -33,6 +32,7 @@ __all__ = [
     "remove_stray_temps",
     "safe_join",
     "sidecar_name",
+    "sync_folders",
     "write_atomic",
     "write_failure",
     "write_named",
@@ -108,14 +108,22 @@ def _resolved(root: Path) -> Path:
     return root.resolve()
 
 
-def write_atomic(root: Path, rel: str, data: bytes, *, replace: bool = True) -> Path:
+def write_atomic(root: Path, rel: str, data: bytes, *, replace: bool = True, sync_folder: bool = True) -> Path:
     """Write root/rel atomically and durably; on any error nothing is left behind.
 
     `replace=False`: FileExistsError if anything is at root/rel, even one created while we wrote.
+    `sync_folder=False`: the file's data is durable but its name is not until the caller passes the folder
+    to `sync_folders` (a group of outputs then costs one folder fsync, not one each).
     """
     target = safe_join(root, rel)
-    _install(target, lambda handle: handle.write(data), replace=replace)
+    _install(target, lambda fd: _write_all(fd, data), replace=replace, sync_folder=sync_folder)
     return target
+
+
+def sync_folders(folders: Iterable[Path]) -> None:
+    """fsync each folder once: the names renamed into them (write_atomic with sync_folder=False) are durable."""
+    for folder in folders:
+        _fsync_dir(folder)
 
 
 def write_named(path: Path, data: bytes, *, example: str) -> None:
@@ -139,9 +147,10 @@ def move_durably(source: Path, root: Path, rel: str) -> Path:
         if exc.errno != errno.EXDEV:
             raise
 
-        def copy(handle: BinaryIO) -> None:
+        def copy(fd: int) -> None:
             with open(source, "rb") as original:
-                shutil.copyfileobj(original, handle, 1 << 20)
+                while chunk := original.read(1 << 20):
+                    _write_all(fd, chunk)
 
         _install(target, copy, like=source)
         os.unlink(source)
@@ -190,9 +199,11 @@ def _taken(root: Path, rel: str) -> bool:
 
 
 def _install(
-    target: Path, fill: Callable[[BinaryIO], object], *, like: Path | None = None, replace: bool = True
+    target: Path, fill: Callable[[int], object], *, like: Path | None = None, replace: bool = True,
+    sync_folder: bool = True,
 ) -> None:
-    """Fill a temporary file beside `target`, fsync it, rename it over `target`, fsync the folder.
+    """Fill a temporary file beside `target` (`fill` gets its descriptor), fsync it, rename it over `target`,
+    fsync the folder (unless `sync_folder` is False: then the caller does, see sync_folders).
 
     `like`: copy that file's mode and times (a moved original keeps them); otherwise 0644 less umask.
     `replace=False`: hard-link instead of rename, which fails with FileExistsError rather than replace.
@@ -203,12 +214,13 @@ def _install(
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            fill(handle)
-            handle.flush()
+        try:  # a raw descriptor, not a file object: ~0.1 ms less per small output (measured, docs/scale.md)
+            fill(fd)
             if like is None:
-                os.fchmod(handle.fileno(), 0o644 & ~_UMASK)  # before the fsync: the mode is synced with the data
-            os.fsync(handle.fileno())
+                os.fchmod(fd, 0o644 & ~_UMASK)  # before the fsync: the mode is synced with the data
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         if like is not None:
             shutil.copystat(like, temp)
         if replace:
@@ -219,7 +231,15 @@ def _install(
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
-    _fsync_dir(target.parent)
+    if sync_folder:
+        _fsync_dir(target.parent)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """os.write until all of `data` is written (a write may be short, e.g. when a signal arrives)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _link_new(temp: str, target: Path) -> None:

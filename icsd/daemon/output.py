@@ -32,10 +32,12 @@ __all__ = [
     "remove_stray_temps",
     "safe_join",
     "sidecar_name",
+    "spool_path",
     "sync_folders",
     "write_atomic",
     "write_failure",
     "write_named",
+    "write_spool",
 ]
 
 TEMP_PREFIX = ".icsd-tmp-"
@@ -118,6 +120,27 @@ def write_atomic(root: Path, rel: str, data: bytes, *, replace: bool = True, syn
     target = safe_join(root, rel)
     _install(target, lambda fd: _write_all(fd, data), replace=replace, sync_folder=sync_folder)
     return target
+
+
+def spool_path(target: Path) -> str:
+    """A fresh temporary name beside `target` for a worker to write its output to (see write_spool)."""
+    return os.path.join(target.parent, f"{TEMP_PREFIX}{os.urandom(8).hex()}")
+
+
+def write_spool(path: str, data: bytes) -> None:
+    """Create `path` (it must not exist), write `data` and fsync it: what a worker on this machine does with its
+    output, so the daemon only renames it into place. On any error nothing is left behind."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)  # less umask
+    try:
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
 
 
 def sync_folders(folders: Iterable[Path]) -> None:

@@ -47,8 +47,14 @@ _SIDECAR = ".error.json"
 
 
 def output_name(rel: str) -> str:
-    """`photos/a.jpg` -> `photos/a.png`: the output mirrors the input's relative path."""
-    return str(PurePosixPath(rel).with_suffix(".png"))
+    """`photos/a.jpg` -> `photos/a.png`: the output mirrors the input's relative path.
+
+    PurePosixPath(rel).with_suffix(".png") in string operations (the daemon asks twice per file): a name's
+    suffix starts at its last dot, unless that dot is its first or last character."""
+    folder, slash, name = rel.rpartition("/")
+    dot = name.rfind(".")
+    stem = name[:dot] if 0 < dot < len(name) - 1 else name
+    return f"{folder}{slash}{stem}.png"
 
 
 def output_names(rel: str) -> Iterator[str]:
@@ -93,21 +99,24 @@ def sidecar_name(rel: str) -> str:
 
 
 def safe_join(root: Path, rel: str) -> Path:
-    """root/rel, refusing anything that would land outside root (absolute paths, `..`)."""
-    parts = PurePosixPath(rel).parts
-    if not parts or PurePosixPath(rel).is_absolute() or any(part in ("..", "") for part in parts):
+    """root/rel, refusing anything that would land outside root (absolute paths, `..`, a link planted below root
+    leading out of it). In string operations: the daemon calls it for every output."""
+    parts = [part for part in rel.split("/") if part not in ("", ".")]
+    if not parts or rel.startswith("/") or ".." in parts:
         raise ValueError(f"unsafe relative path {rel!r}")
-    path = root.joinpath(*parts)
-    if not path.resolve().is_relative_to(_resolved(root)):
+    path = os.path.join(root, *parts)
+    inside = _resolved(root)
+    real = os.path.realpath(path)
+    if real != inside and not real.startswith(inside.rstrip("/") + "/"):
         raise ValueError(f"path {rel!r} escapes {root}")
-    return path
+    return Path(path)
 
 
 @functools.lru_cache(maxsize=16)
-def _resolved(root: Path) -> Path:
-    """root.resolve(), once per root: ~4 lstat calls per output saved. Safe if the root is later replaced by a
-    link: paths resolved through the new link no longer fall under the old real root, and are refused."""
-    return root.resolve()
+def _resolved(root: Path) -> str:
+    """os.path.realpath(root), once per root: ~4 lstat calls per output saved. Safe if the root is later replaced
+    by a link: paths resolved through the new link no longer fall under the old real root, and are refused."""
+    return os.path.realpath(root)
 
 
 def write_atomic(root: Path, rel: str, data: bytes, *, replace: bool = True, sync_folder: bool = True) -> Path:

@@ -89,9 +89,12 @@ class Outputs:
         except ValueError:
             return None
 
-    def place_spooled(self, task: Task, spool: str) -> None:
-        """Rename the output a worker wrote to `spool` into place (its name durable once the folder is synced)."""
-        os.replace(spool, self.output_root / task.output)
+    def place_spooled(self, task: Task, spool: str) -> str:
+        """Rename the output a worker wrote to `spool` into place (its name durable once the folder is synced);
+        returns its path."""
+        target = os.path.join(os.path.dirname(spool), task.output.rpartition("/")[2])  # spool_for made it there
+        os.replace(spool, target)
+        return target
 
     @staticmethod
     def discard_spool(spool: str | None) -> None:
@@ -101,11 +104,11 @@ class Outputs:
                 os.unlink(spool)
 
     @staticmethod
-    def sync_folders(outputs: Iterable[Path]) -> None:
+    def sync_folders(outputs: Iterable[str | Path]) -> None:
         """Make the names of outputs written with sync_folder=False durable: one fsync per folder.
         StorageFull: no space; other OSError."""
         try:
-            sync_folders(dict.fromkeys(output.parent for output in outputs))
+            sync_folders(dict.fromkeys(os.path.dirname(output) for output in outputs))
         except OSError as exc:
             if exc.errno in DISK_FULL:
                 raise StorageFull(f"output disk full syncing {exc.filename or 'the output folders'}") from exc

@@ -66,6 +66,7 @@ class Intake:
         self.input_root = input_root
         self.output_root = output_root
         self.fingerprint = fingerprint
+        self._folders = (os.fspath(output_root), os.fspath(input_root))  # for isdir per candidate, no Path
 
     def admit(self, rel: str) -> Admission:
         """Decide about the file at `rel` now. A journal that cannot be written raises TransientError."""
@@ -97,7 +98,7 @@ class Intake:
         natural, holder = output_name(rel), None
         for output in output_names(rel):
             owner = owner_of(output)
-            folder = os.path.isdir(self.output_root / output) or os.path.isdir(self.input_root / output)
+            folder = any(os.path.isdir(os.path.join(root, output)) for root in self._folders)
             if (owner is None or owner == rel) and not folder:
                 break
             holder = holder or (owner if owner not in (None, rel) else "a folder")  # who has the natural name

@@ -226,7 +226,7 @@ class Journal:
         if version.digest is None:
             raise ValueError(f"claim needs the digest of {version.rel!r}: read the file first")
         with self._write(durable=False) as db:
-            return _claim(db, version, fingerprint)
+            return bool(_claim(db, version, fingerprint))
 
     def claim_output(
         self, version: FileVersion, fingerprint: str | None, choose: Callable[[OwnerOf, str | None], str]
@@ -237,12 +237,8 @@ class Journal:
         if version.digest is None:
             raise ValueError(f"claim needs the digest of {version.rel!r}: read the file first")
         with self._write(durable=False) as db:
-            if not _claim(db, version, fingerprint):
-                return None
-            previous = db.execute("SELECT output FROM files WHERE rel = ?", (version.rel,)).fetchone()[0]
-            output = choose(lambda name: _owner(db, name), previous)
-            db.execute("UPDATE files SET output = ? WHERE rel = ?", (output, version.rel))
-            return output
+            output = _claim(db, version, fingerprint, choose)
+            return output if isinstance(output, str) else None
 
     def reserve_output(self, rel: str, output: str) -> None:
         """Record the intended output path before writing it, so `output_owner` sees it even after a crash."""
@@ -448,19 +444,38 @@ def _entry(row: tuple[object, ...]) -> Entry:
     )
 
 
-def _claim(db: sqlite3.Connection, version: FileVersion, fingerprint: str | None) -> bool:
-    """Journal.claim inside an open transaction."""
+def _claim(
+    db: sqlite3.Connection, version: FileVersion, fingerprint: str | None,
+    choose: Callable[[OwnerOf, str | None], str] | None = None,
+) -> bool | str | None:
+    """Journal.claim inside an open transaction; with `choose`, Journal.claim_output (the output name or None)."""
     now = time.time()
     row = db.execute(
-        "SELECT size, digest, state, fingerprint FROM files WHERE rel = ?", (version.rel,)
+        "SELECT size, digest, state, fingerprint, output FROM files WHERE rel = ?", (version.rel,)
     ).fetchone()
-    if row is None:
+    if row is None:  # a new file (the common case): its output chosen first, then one INSERT
+        output = None if choose is None else choose(lambda name: _owner(db, name), None)
         db.execute(
-            f"INSERT INTO files ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, 1, NULL, NULL, ?)",
-            (version.rel, version.size, version.mtime_ns, version.digest, State.IN_PROGRESS.value, now),
+            f"INSERT INTO files ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, 1, ?, NULL, ?)",
+            (version.rel, version.size, version.mtime_ns, version.digest, State.IN_PROGRESS.value, output, now),
         )
-        return True
-    size, digest, state, made_with = row
+        return True if choose is None else output
+    claimed = _claim_known(db, version, fingerprint, row, now)
+    if choose is None:
+        return claimed
+    if not claimed:
+        return None
+    previous = None if row[1] != version.digest or row[0] != version.size else row[4]  # a replaced file's is reset
+    output = choose(lambda name: _owner(db, name), previous)
+    db.execute("UPDATE files SET output = ? WHERE rel = ?", (output, version.rel))
+    return output
+
+
+def _claim_known(
+    db: sqlite3.Connection, version: FileVersion, fingerprint: str | None, row: tuple[Any, ...], now: float
+) -> bool:
+    """_claim for a path the journal knows."""
+    size, digest, state, made_with, _output = row
     if size != version.size or digest != version.digest:
         db.execute(
             "UPDATE files SET size = ?, mtime_ns = ?, digest = ?, state = ?, attempts = 1,"

@@ -14,6 +14,7 @@ import itertools
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path, PurePosixPath
@@ -100,15 +101,28 @@ def sidecar_name(rel: str) -> str:
 
 def safe_join(root: Path, rel: str) -> Path:
     """root/rel, refusing anything that would land outside root (absolute paths, `..`, a link planted below root
-    leading out of it). In string operations: the daemon calls it for every output."""
+    leading out of it, a root replaced by such a link).
+
+    The daemon calls this for every output, so links are looked for with one lstat per component (root, its
+    folders below it, the name: ~3 calls) and a full resolve happens only where a link is found; an existing
+    link that stays inside root is allowed, as it would be by resolving the whole path."""
     parts = [part for part in rel.split("/") if part not in ("", ".")]
     if not parts or rel.startswith("/") or ".." in parts:
         raise ValueError(f"unsafe relative path {rel!r}")
     path = os.path.join(root, *parts)
-    inside = _resolved(root)
-    real = os.path.realpath(path)
-    if real != inside and not real.startswith(inside.rstrip("/") + "/"):
-        raise ValueError(f"path {rel!r} escapes {root}")
+    inside = _resolved(root)  # the root's real path when first used: a root replaced later is caught below
+    prefix = os.fspath(root)
+    for part in ("", *parts):
+        prefix = os.path.join(prefix, part) if part else prefix
+        try:
+            is_link = stat.S_ISLNK(os.lstat(prefix).st_mode)
+        except OSError:  # nothing there yet (or not a folder): nothing below it can be a link
+            break
+        if is_link:
+            real = os.path.realpath(path)
+            if real != inside and not real.startswith(inside.rstrip("/") + "/"):
+                raise ValueError(f"path {rel!r} escapes {root}")
+            break
     return Path(path)
 
 
@@ -152,7 +166,7 @@ def write_spool(path: str, data: bytes) -> None:
         raise
 
 
-def sync_folders(folders: Iterable[Path]) -> None:
+def sync_folders(folders: Iterable[str | Path]) -> None:
     """fsync each folder once: the names renamed into them (write_atomic with sync_folder=False) are durable."""
     for folder in folders:
         _fsync_dir(folder)
@@ -290,7 +304,7 @@ def _link_new(temp: str, target: Path) -> None:
     os.unlink(temp)
 
 
-def _fsync_dir(folder: Path) -> None:
+def _fsync_dir(folder: str | Path) -> None:
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

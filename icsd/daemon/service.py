@@ -70,13 +70,13 @@ class Ready:
 @dataclass(slots=True)
 class Done:
     """A job ended (well or not): its task, the future that holds its outcome, and the spool path its worker
-    was given (see Executor.submit). `placed`: the spooled output is renamed into place already (a group
-    whose commit failed is saved again later: the rename is not repeated)."""
+    was given (see Executor.submit). `placed`: where the spooled output was renamed into place, once it was
+    (a group whose commit failed is saved again later: the rename is not repeated)."""
 
     task: Task
     future: Future[JobOutcome]
     spool: str | None = None
-    placed: bool = False
+    placed: str | None = None
 
 
 class Service:
@@ -277,7 +277,7 @@ class Service:
         instead of one each (docs/scale.md). Outcomes without a result (failures, retries) are recorded one by
         one. False when storage is full: the outcome that did not fit and those after it are held (`held`: they
         are held already, from the first), and nothing about them changed."""
-        written: list[tuple[Done, Result, Path]] = []
+        written: list[tuple[Done, Result, str | Path]] = []
         for index, done in enumerate(dones):
             try:
                 result = self._complete(done)
@@ -338,17 +338,16 @@ class Service:
             self._retry_later(task.rel, outcome.error or "transient error", task=task)
         return None
 
-    def _write_output(self, done: Done, result: Result) -> Path | None:
+    def _write_output(self, done: Done, result: Result) -> str | Path | None:
         """Put the output in place, its data durable (its name once the group's folders are synced): rename what
         the worker wrote to the spool, or write the bytes it sent back. None after recording why it could not
         be. StorageFull propagates (the result is held)."""
         task = done.task
         try:
             if done.spool is not None and not result.data:
-                if not done.placed:
-                    self.outputs.place_spooled(task, done.spool)
-                    done.placed = True
-                return self.outputs.output_root / task.output
+                if done.placed is None:
+                    done.placed = self.outputs.place_spooled(task, done.spool)
+                return done.placed
             return self.outputs.write(task, result.data, sync_folder=False)
         except UnsafePathError as exc:  # the output folder holds a link leading out of it: never write there
             self._fail(task.rel, f"unsafe output path: {exc}", task=task)

@@ -62,6 +62,9 @@ class InstantExecutor:
         future.set_result(JobOutcome(result, None, False))
         return future
 
+    def flush(self) -> None:
+        pass
+
     def healthy(self) -> bool:
         return True
 

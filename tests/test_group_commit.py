@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from icsd.core import CompressParams, compress
-from icsd.daemon.executor import ProcessExecutor
+from icsd.core import CompressParams, JobOutcome, compress
+from icsd.daemon.executor import SMALL_IMAGE_BYTES, ProcessExecutor
 from icsd.daemon.identity import FileVersion
 from icsd.daemon.journal import DoneMark, Journal, State
 from icsd.daemon.output import TEMP_PREFIX, output_name
@@ -36,11 +36,36 @@ def photo_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return write_image(tmp_path_factory.mktemp("photo") / "a.jpg", sample_image("flower.jpg", crop=160))
 
 
+def run(pool: ProcessExecutor, data: bytes, spool: Path) -> JobOutcome:
+    future = pool.submit(data, PARAMS, name="a.jpg", spool=str(spool))
+    pool.flush()  # a small image waits for the round's flush
+    return future.result(timeout=60)
+
+
+def test_small_images_go_several_to_a_task_and_each_gets_its_own_outcome(
+    pool: ProcessExecutor, photo_bytes: bytes, tmp_path: Path
+) -> None:
+    inputs = [photo_bytes] * 4 + [b"not an image"] + [photo_bytes] * 3
+    futures = [pool.submit(data, PARAMS, spool=str(tmp_path / f"{TEMP_PREFIX}{i}")) for i, data in enumerate(inputs)]
+    assert not any(future.done() for future in futures)  # kept back until the flush
+    pool.flush()
+    outcomes = [future.result(timeout=60) for future in futures]
+    expected = compress(photo_bytes, PARAMS).data
+    for i, outcome in enumerate(outcomes):
+        if i == 4:  # the bad one fails alone
+            assert outcome.result is None and outcome.permanent
+            assert not (tmp_path / f"{TEMP_PREFIX}{i}").exists()
+        else:
+            assert outcome.result is not None and (tmp_path / f"{TEMP_PREFIX}{i}").read_bytes() == expected
+    big = photo_bytes + b"\0" * (SMALL_IMAGE_BYTES - len(photo_bytes))  # JPEG decoders stop at the end marker
+    assert pool.submit(big, PARAMS).result(timeout=60).result is not None  # a large one is sent at once
+
+
 def test_a_worker_writes_its_output_to_the_spool_durably_and_sends_back_no_bytes(
     pool: ProcessExecutor, photo_bytes: bytes, tmp_path: Path
 ) -> None:
     spool = tmp_path / f"{TEMP_PREFIX}abc"
-    outcome = pool.submit(photo_bytes, PARAMS, name="a.jpg", spool=str(spool)).result(timeout=60)
+    outcome = run(pool, photo_bytes, spool)
     assert outcome.result is not None and outcome.result.data == b""
     expected = compress(photo_bytes, PARAMS).data
     assert spool.read_bytes() == expected and outcome.result.output_bytes == len(expected)
@@ -53,18 +78,18 @@ def test_a_worker_that_cannot_write_the_spool_sends_the_bytes_back_and_leaves_no
     pool: ProcessExecutor, photo_bytes: bytes, tmp_path: Path
 ) -> None:
     missing = tmp_path / "not-yet" / f"{TEMP_PREFIX}abc"  # an output folder's first image: the daemon makes it
-    outcome = pool.submit(photo_bytes, PARAMS, spool=str(missing)).result(timeout=60)
+    outcome = run(pool, photo_bytes, missing)
     assert outcome.result is not None and outcome.result.data == compress(photo_bytes, PARAMS).data
     assert not missing.parent.exists()
     taken = tmp_path / f"{TEMP_PREFIX}taken"
     taken.write_bytes(b"someone else's")  # never replaced: O_EXCL
-    outcome = pool.submit(photo_bytes, PARAMS, spool=str(taken)).result(timeout=60)
+    outcome = run(pool, photo_bytes, taken)
     assert outcome.result is not None and outcome.result.data and taken.read_bytes() == b"someone else's"
 
 
 def test_a_bad_image_with_a_spool_fails_as_before_and_writes_nothing(pool: ProcessExecutor, tmp_path: Path) -> None:
     spool = tmp_path / f"{TEMP_PREFIX}bad"
-    outcome = pool.submit(b"not an image at all", PARAMS, spool=str(spool)).result(timeout=60)
+    outcome = run(pool, b"not an image at all", spool)
     assert outcome.result is None and outcome.permanent and outcome.error
     assert not spool.exists()
 

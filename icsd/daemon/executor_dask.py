@@ -138,6 +138,9 @@ class DaskExecutor:
             self._wake.notify()
         return bridge
 
+    def flush(self) -> None:
+        """Nothing to do: the batcher thread sends small images itself, after at most BATCH_WAIT."""
+
     def healthy(self) -> bool:
         """Connected to the scheduler, which has at least one worker (one round trip)."""
         if self._closed or self._client.status != "running":

@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("icsd")
 
 TICK_SECONDS = 0.2
+# Input bytes in flight per worker at most: a wide window for small images holds few big ones (one always runs).
+WINDOW_BYTES_PER_WORKER = 16 * 1024 * 1024
 GROUP_MAX = 64  # outputs saved per group commit at most (bounds its latency and transaction)
 
 
@@ -90,7 +92,8 @@ class Service:
         self.output_root = settings.output_dir.resolve()
         self.tally = Tally(grey=self.params.grayscale)
         self.scheduler: Scheduler[Done] = Scheduler(window=2 * settings.worker_count,
-                                                    max_attempts=settings.max_attempts)
+                                                    max_attempts=settings.max_attempts,
+                                                    window_bytes=WINDOW_BYTES_PER_WORKER * settings.worker_count)
         self.outputs = Outputs(self.output_root, settings.failed_path.resolve(),
                                archive_root=settings.archive_dir.resolve() if settings.archive_dir else None,
                                on_success=settings.on_success)
@@ -146,7 +149,7 @@ class Service:
         self.metrics.set_runtime_source(lambda: self.tally.runtime)
         executor = self._executor = create_executor(settings.executor, workers=settings.worker_count,
                                                     scheduler=settings.dask_scheduler)
-        # Dask batches several small images per task: its window is wider than the pool's.
+        # Both executors send small images several to a task: the window is wide, and bounded in bytes too.
         self.scheduler.window = max(self.scheduler.window, getattr(executor, "in_flight_hint", 0))
         stack.callback(self._drain, executor)
         watcher = None
@@ -229,11 +232,14 @@ class Service:
 
     def _fill(self, executor: Executor) -> None:
         now = time.monotonic()
-        while (rel := self.scheduler.next_start(now)) is not None:
-            try:
-                self._start_job(executor, rel, now)
-            except TransientError as exc:  # the journal cannot be written (disk full, locked): try again later
-                self._storage_failed(self.scheduler.put_back(rel, now, exc.message), exc.message)
+        try:
+            while (rel := self.scheduler.next_start(now)) is not None:
+                try:
+                    self._start_job(executor, rel, now)
+                except TransientError as exc:  # the journal cannot be written (disk full, locked): try again later
+                    self._storage_failed(self.scheduler.put_back(rel, now, exc.message), exc.message)
+        finally:
+            executor.flush()  # small images go several to a task
 
     def _start_job(self, executor: Executor, rel: str, now: float) -> None:
         admission = self.intake.admit(rel)
@@ -253,7 +259,7 @@ class Service:
             else:
                 self._retry_later(rel, f"executor refused the job: {exc}")
             return
-        self.scheduler.started(rel, now)
+        self.scheduler.started(rel, now, len(admission.data))
         future.add_done_callback(lambda done, task=task: self._events.put(Done(task, done, spool)))
 
     # -- finishing jobs ------------------------------------------------------------------------

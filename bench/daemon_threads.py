@@ -29,16 +29,15 @@ HERE = Path(__file__).resolve().parent
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds (user + system) per thread name of process `pid` now."""
-    seconds: dict[str, float] = collections.Counter()
+def sample_threads(pid: int, seen: dict[str, tuple[str, float]]) -> None:
+    """Record in `seen` (thread id -> (role, CPU seconds)) each thread of process `pid` as it is now; a thread
+    that has exited keeps its last sample."""
     for tid in os.listdir(f"/proc/{pid}/task"):
         with open(f"/proc/{pid}/task/{tid}/stat") as handle:
             raw = handle.read()
-        name = raw[raw.index("(") + 1 : raw.rindex(")")]
         fields = raw[raw.rindex(")") + 2 :].split()
-        seconds[name if name != "icsd" or tid != str(pid) else "main"] += (int(fields[11]) + int(fields[12])) / TICK
-    return seconds
+        role = "main (coordinator)" if tid == str(pid) else "other threads (pool manager, queue feeder, ...)"
+        seen[tid] = (role, (int(fields[11]) + int(fields[12])) / TICK)
 
 
 def run(folder: Path, workers: int) -> dict[str, float]:
@@ -47,14 +46,17 @@ def run(folder: Path, workers: int) -> dict[str, float]:
                    "--log-level", "INFO"]
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                    stdin=subprocess.DEVNULL, cwd="/")
-        last: dict[str, float] = {}
+        seen: dict[str, tuple[str, float]] = {}
         while process.poll() is None:
             with contextlib.suppress(FileNotFoundError, ProcessLookupError, ValueError):  # exiting
-                last = thread_cpu(process.pid)
+                sample_threads(process.pid, seen)
             time.sleep(0.01)
         if process.returncode != 0:
             sys.exit(f"icsd batch failed ({process.returncode})")
-        return last
+        roles: dict[str, float] = collections.Counter()
+        for role, seconds in seen.values():
+            roles[role] += seconds
+        return roles
 
 
 def main() -> int:

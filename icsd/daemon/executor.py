@@ -127,10 +127,15 @@ class ProcessExecutor:
         return job
 
     def flush(self) -> None:
-        """Send the small images submitted since the last flush: up to BATCH_IMAGES to a task, but never more
-        than their share of them, so every worker gets work. A pool task costs ~0.3 ms of the daemon's CPU
-        in concurrent.futures' threads (pickling, pipes, wake-ups): as much as the rest of a small image's
-        bookkeeping (docs/scale.md)."""
+        """Send the small images kept back: up to BATCH_IMAGES to a task, but never more than their share of
+        them, so every worker gets work. While every worker has a task waiting behind its running one, fewer
+        than BATCH_IMAGES are kept back for the next flush (after the next task ends) instead, so tasks fill up.
+        A pool task costs ~0.3 ms of the daemon's CPU in concurrent.futures' threads (pickling, pipes,
+        wake-ups): as much as the rest of a small image's bookkeeping (docs/scale.md)."""
+        with self._jobs_lock:
+            waiting = len(self._jobs) - self.workers  # tasks not started (about: some may be ending)
+        if len(self._pending) < BATCH_IMAGES and waiting >= self.workers:
+            return
         pending, self._pending = self._pending, []
         alike: dict[int, list[tuple[bytes, CompressParams, str | None, Future[JobOutcome]]]] = {}
         for item in pending:  # a task has one params object (the daemon's are all one)
@@ -193,6 +198,9 @@ class ProcessExecutor:
         # Jobs still in the pool's own queue can be cancelled; those already handed to the workers' call
         # queue (up to workers + 1 of them) cannot, so the workers decline them through the event instead.
         self._stopping.set()
+        kept_back, self._pending = self._pending, []
+        for _data, _params, _spool, job in kept_back:
+            job.cancel()
         with self._jobs_lock:
             jobs = list(self._jobs)
         for future in jobs:

@@ -9,8 +9,8 @@ distance sees, the figure dithering improves), mean Oklab distance x 100 (dE-ok:
 median time per image (icsd: quantize + encode in
 process; pngquant: the whole command, from a PNG file; Pillow: quantize + save). Needs the bench extra and
 `pngquant` on PATH. Also writes a sheet of crops (original, none, diffuse, ordered, pngquant) to look at,
-and compares transparency (alpha kept) on RGBA versions of the photos: bytes and PSNR composited on white
-and on black.
+and compares transparency (alpha kept) on RGBA versions of the photos (`--alpha-only`: only that): bytes,
+PSNR and low-pass PSNR composited on white and on black, and time.
 """
 
 from __future__ import annotations
@@ -91,10 +91,14 @@ def measures(original: np.ndarray, output: np.ndarray) -> tuple[float, float, fl
     a, b = original.astype(np.float64), output.astype(np.float64)
     mse = float(np.mean((a - b) ** 2))
     ssim = float(structural_similarity(original, output, channel_axis=2, data_range=255))
-    blur = lambda x: gaussian_filter(x, sigma=(1.5, 1.5, 0))  # noqa: E731
-    low = float(np.mean((blur(a) - blur(b)) ** 2))
+    low = float(np.mean((lowpass(a) - lowpass(b)) ** 2))
     delta = float(np.linalg.norm(srgb_to_oklab(a) - srgb_to_oklab(b), axis=2).mean()) * 100
     return mse, ssim, low, delta
+
+
+def lowpass(image: np.ndarray) -> np.ndarray:
+    """What an eye at a normal distance sees: a Gaussian blur of sigma 1.5 over each channel."""
+    return gaussian_filter(image, sigma=(1.5, 1.5, 0))
 
 
 def db(mses: list[float]) -> float:
@@ -143,33 +147,51 @@ def composite(rgba: np.ndarray, background: int) -> np.ndarray:
     return rgba[..., :3] * alpha + background * (1 - alpha)
 
 
-def alpha_table(images: list[tuple[str, np.ndarray]], k: int) -> None:
+def alpha_table(images: list[tuple[str, np.ndarray]], k: int, repeat: int) -> None:
     """icsd (alpha kept) against pngquant --speed 4, without and with dithering, on RGBA versions of the photos:
-    bytes and PSNR of the outputs composited on white and on black against the original composited alike."""
+    bytes, PSNR and low-pass PSNR of the outputs composited on white and on black against the original
+    composited alike, median time per image (icsd: quantize + encode; pngquant: the whole command)."""
     from icsd.core.quantization.alpha import quantize_alpha
 
-    def icsd_rgba(rgba: np.ndarray, dither: str) -> bytes:
-        q = quantize_alpha(rgba, k, dither=dither)
-        return encode_palette_png(q.palette, q.indices, alpha=q.alpha)
+    def icsd_rgba(dither: str) -> Callable[[np.ndarray], bytes]:
+        def run(rgba: np.ndarray) -> bytes:
+            q = quantize_alpha(rgba, k, dither=dither)
+            return encode_palette_png(q.palette, q.indices, alpha=q.alpha)
+
+        return run
 
     tools: dict[str, Callable[[np.ndarray], bytes]] = {
-        "icsd none": lambda rgba: icsd_rgba(rgba, "none"),
-        "icsd diffuse": lambda rgba: icsd_rgba(rgba, "diffuse"),
-        "pngquant s4 nofs": lambda rgba: pngquant_tool(4, False)(rgba, k),
+        "icsd none": icsd_rgba("none"),
+        "icsd diffuse": icsd_rgba("diffuse"),
+        "icsd ordered": icsd_rgba("ordered"),
+        REFERENCE: lambda rgba: pngquant_tool(4, False)(rgba, k),
         "pngquant s4 dither": lambda rgba: pngquant_tool(4, True)(rgba, k),
     }
-    print(f"\nalpha, K={k}  ({len(images)} RGBA images)")
-    print(f"{'tool':20s} {'bytes':>10s} {'PSNR on white':>14s} {'PSNR on black':>14s}")
+    rgbas = [with_alpha(pixels) for _, pixels in images]
+    rows = {}
     for name, tool in tools.items():
-        total, white, black = 0, [], []
-        for _, pixels in images:
-            rgba = with_alpha(pixels)
-            data = tool(rgba)
+        total, errors, times = 0, {key: [] for key in ("white", "black", "lp white", "lp black")}, []
+        for rgba in rgbas:
+            runs = []
+            for _ in range(repeat):
+                start = time.perf_counter()
+                data = tool(rgba)
+                runs.append(time.perf_counter() - start)
+            times.append(float(np.median(runs)))
             total += len(data)
             out = np.asarray(Image.open(io.BytesIO(data)).convert("RGBA"))
-            for background, series in ((255, white), (0, black)):
-                series.append(float(np.mean((composite(rgba, background) - composite(out, background)) ** 2)))
-        print(f"{name:20s} {total:10d} {db(white):14.2f} {db(black):14.2f}")
+            for background, key in ((255, "white"), (0, "black")):
+                a, b = composite(rgba, background), composite(out, background)
+                errors[key].append(float(np.mean((a - b) ** 2)))
+                errors["lp " + key].append(float(np.mean((lowpass(a) - lowpass(b)) ** 2)))
+        rows[name] = (total, *(db(series) for series in errors.values()), float(np.median(times)))
+    ref = rows[REFERENCE]
+    print(f"\nalpha, K={k}  ({len(images)} RGBA images; PSNR and low-pass PSNR composited on white / on black)")
+    header = ("tool", "bytes", "x ref", "PSNR w", "PSNR b", "LP w", "LP b", "ms", "x ref")
+    print("{:20s} {:>10s} {:>6s} {:>7s} {:>7s} {:>6s} {:>6s} {:>7s} {:>6s}".format(*header))
+    for name, (total, white, black, lp_white, lp_black, secs) in rows.items():
+        print(f"{name:20s} {total:10d} {total / ref[0]:6.3f} {white:7.2f} {black:7.2f} {lp_white:6.2f} "
+              f"{lp_black:6.2f} {secs * 1000:7.1f} {secs / ref[5]:6.2f}")
 
 
 def sheet(images: list[tuple[str, np.ndarray]], path: Path, k: int = 16) -> None:
@@ -209,7 +231,7 @@ def main() -> None:
             table(images, k, args.repeat)
         sheet(images, args.sheet)
     for k in ks:
-        alpha_table(images, k)
+        alpha_table(images, k, args.repeat)
 
 
 if __name__ == "__main__":

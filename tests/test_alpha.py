@@ -12,6 +12,7 @@ from PIL import Image
 
 from icsd.core import CompressParams, ParameterError, compress
 from icsd.core.quantization.alpha import ALPHA_BOOST, WHITE_SHARE, composited_points, premultiply, quantize_alpha
+from icsd.core.quantization.dither import dither_weights
 from tests import images
 
 
@@ -171,3 +172,13 @@ def test_grey_with_alpha_uses_the_same_weighting() -> None:
     assert (out[..., 1][la[..., 1] == 255] == 255).all()
     for level in (255, 0):
         assert psnr_on(la, out, level) > 30
+
+
+def test_dither_weights_of_an_opaque_rgba_image_are_its_rgb_ones() -> None:
+    """Alpha adds its own edges to where dithering stops, and nothing inside an opaque area."""
+    soft = soft_disc()
+    rgb = soft[..., :3]
+    opaque = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
+    np.testing.assert_array_equal(dither_weights(opaque), dither_weights(rgb))
+    assert dither_weights(rgb).min() == 0 < dither_weights(rgb).max()  # edges not dithered, flat areas are
+    assert (dither_weights(soft) <= dither_weights(soft[..., :3])).all()

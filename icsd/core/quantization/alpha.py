@@ -45,7 +45,7 @@ __all__ = ["OPAQUE", "AlphaQuantized", "composited_points", "premultiply", "quan
 
 WHITE_SHARE = 0.6  # s: the weight of the error on white (1 - s: on black)
 ALPHA_BOOST = 1.15  # the alpha coordinate's extra weight (measured: -1.5 % bytes at K=16, PSNR within 0.06 dB)
-_REFINE_STEPS = 4  # Lloyd steps under the opaque rule after k-means
+_REFINE_STEPS = 1  # Lloyd steps under the opaque rule after k-means (more gained < 0.01 dB on the bench)
 OPAQUE = 248  # an entry's alpha from here up is written as 255 (libimagequant snaps near-opaque alike)
 
 

@@ -71,7 +71,7 @@ def premultiply(pixels: np.ndarray) -> np.ndarray:
 
 def composited_points(pixels: np.ndarray) -> np.ndarray:
     """(..., C + 1) uint8 colour-and-alpha -> (..., C + 1) float64 points whose squared Euclidean distance is
-    half the sum of the squared errors composited on black and on white (see the module docstring)."""
+    the squared error composited on black and on white, weighted 1 - s and s (see the module docstring)."""
     alpha = pixels[..., -1:].astype(np.float64)
     on_grey = pixels[..., :-1] * (alpha / 255.0) + (255.0 - alpha) * WHITE_SHARE
     return np.concatenate([on_grey, alpha * _alpha_weight(pixels.shape[-1] - 1)], axis=-1)
@@ -110,12 +110,9 @@ def _fit(points: np.ndarray, counts: np.ndarray, k: int) -> np.ndarray:
     centres = _centres(x, counts, opaque, labels, top)
     for _ in range(_REFINE_STEPS):
         solid = np.flatnonzero(centres[:, -1] == top)
-        fresh = labels.copy()
-        fresh[~opaque] = nearest(x[~opaque], centres)[0]
-        if solid.size:
-            fresh[opaque] = solid[nearest(x[opaque], centres[solid])[0]]
-        else:
-            fresh[opaque] = nearest(x[opaque], centres)[0]
+        fresh = np.empty_like(labels)
+        fresh[~opaque] = _nearest_among(x[~opaque], centres, None)
+        fresh[opaque] = _nearest_among(x[opaque], centres, solid if solid.size else None)
         if np.array_equal(fresh, labels):
             break
         labels = fresh
@@ -143,15 +140,9 @@ def _alpha_weight(colour_channels: int) -> float:
 
 
 def _distinct(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct rows of (N, D <= 4) uint8 points and their counts (packed into uint32 keys and sorted)."""
-    key = np.zeros(points.shape[0], dtype=np.uint32)
-    for channel in range(points.shape[1]):
-        key = (key << 8) | points[:, channel]
-    uniq, counts = np.unique(key, return_counts=True)
-    out = np.empty((uniq.size, points.shape[1]), dtype=np.uint8)
-    for channel in range(points.shape[1]):
-        out[:, channel] = (uniq >> (8 * (points.shape[1] - 1 - channel))) & 0xFF
-    return out, counts
+    """Distinct rows of (N, D <= 4) uint8 points and their counts."""
+    keys, counts = np.unique(_packed(points), return_counts=True)
+    return _unpacked(keys, points.shape[1]), counts
 
 
 def _entries(means: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -178,14 +169,14 @@ def _map(pixels: np.ndarray, rows: np.ndarray, dither: str, strength: float) -> 
         indices = kernel(np.rint(composited_points(pixels)).astype(np.uint8), seen, strength).ravel()
         if solid is not None:
             wrong = (flat[:, -1] == 255) & (rows[indices, -1] < 255)
-            indices[wrong] = _nearest_of(composited_points(flat[wrong]), seen, solid)
+            indices[wrong] = _nearest_among(composited_points(flat[wrong]), seen, solid)
         return indices.reshape(h, w)
     distinct, inverse = np.unique(_packed(flat), return_inverse=True)
     colours = _unpacked(distinct, channels)
     labels = np.empty(len(colours), dtype=np.uint8)
     opaque = colours[:, -1] == 255 if solid is not None else np.zeros(len(colours), bool)
-    labels[opaque] = _nearest_of(composited_points(colours[opaque]), seen, solid)
-    labels[~opaque] = _nearest_of(composited_points(colours[~opaque]), seen, None)
+    labels[opaque] = _nearest_among(composited_points(colours[opaque]), seen, solid)
+    labels[~opaque] = _nearest_among(composited_points(colours[~opaque]), seen, None)
     return labels[inverse.ravel()].reshape(h, w)
 
 
@@ -194,16 +185,17 @@ def _top(channels: int) -> float:
     return 255.0 * _alpha_weight(channels - 1)
 
 
-def _nearest_of(points: np.ndarray, seen: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
-    """uint8 index into `seen` of each point's nearest entry among `rows` (all entries when None)."""
+def _nearest_among(points: np.ndarray, centres: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+    """Index into `centres` of each point's nearest centre among `rows` (all of them when None)."""
     if len(points) == 0:
-        return np.zeros(0, dtype=np.uint8)
+        return np.zeros(0, dtype=np.intp)
     if rows is None:
-        return nearest(points, seen)[0].astype(np.uint8)
-    return rows[nearest(points, seen[rows])[0]].astype(np.uint8)
+        return nearest(points, centres)[0]
+    return rows[nearest(points, centres[rows])[0]]
 
 
 def _packed(points: np.ndarray) -> np.ndarray:
+    """(N,) uint32 key of each row of (N, D <= 4) uint8 points; _unpacked inverts it."""
     key = np.zeros(points.shape[0], dtype=np.uint32)
     for channel in range(points.shape[1]):
         key = (key << 8) | points[:, channel]

@@ -105,17 +105,23 @@ def db(mses: list[float]) -> float:
     return float(10 * np.log10(255**2 / np.exp(np.mean(np.log(np.maximum(mses, 1e-12))))))
 
 
+def timed(run: Callable[..., bytes], args: tuple, repeat: int) -> tuple[bytes, float]:
+    """(output, median seconds) of `repeat` runs of run(*args)."""
+    runs = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        data = run(*args)
+        runs.append(time.perf_counter() - start)
+    return data, float(np.median(runs))
+
+
 def table(images: list[tuple[str, np.ndarray]], k: int, repeat: int) -> None:
     rows = {}
     for name, tool in TOOLS.items():
         total, mses, ssims, lows, deltas, times = 0, [], [], [], [], []
         for _, pixels in images:
-            runs = []
-            for _ in range(repeat):
-                start = time.perf_counter()
-                data = tool(pixels, k)
-                runs.append(time.perf_counter() - start)
-            times.append(float(np.median(runs)))
+            data, secs = timed(tool, (pixels, k), repeat)
+            times.append(secs)
             total += len(data)
             mse, ssim, low, delta = measures(pixels, decoded(data))
             deltas.append(delta)
@@ -125,12 +131,19 @@ def table(images: list[tuple[str, np.ndarray]], k: int, repeat: int) -> None:
         rows[name] = (total, db(mses), float(np.mean(ssims)), db(lows), float(np.mean(deltas)),
                       float(np.median(times)))
     ref = rows[REFERENCE]
-    print(f"\nK={k}  ({len(images)} images)")
-    header = ("tool", "bytes", "x ref", "PSNR", "SSIM", "LP-PSNR", "dE-ok", "ms", "x ref")
-    print("{:20s} {:>10s} {:>6s} {:>6s} {:>6s} {:>8s} {:>6s} {:>7s} {:>6s}".format(*header))
-    for name, (total, psnr, ssim, low, delta, secs) in rows.items():
-        print(f"{name:20s} {total:10d} {total / ref[0]:6.3f} {psnr:6.2f} {ssim:6.4f} {low:8.2f} {delta:6.2f} "
-              f"{secs * 1000:7.1f} {secs / ref[5]:6.2f}")
+    lines = [[name, f"{total:d}", f"{total / ref[0]:.3f}", f"{psnr:.2f}", f"{ssim:.4f}", f"{low:.2f}",
+              f"{delta:.2f}", f"{secs * 1000:.1f}", f"{secs / ref[5]:.2f}"]
+             for name, (total, psnr, ssim, low, delta, secs) in rows.items()]
+    print_table(f"K={k}  ({len(images)} images)", ("tool", "bytes", "x ref", "PSNR", "SSIM", "LP-PSNR", "dE-ok",
+                "ms", "x ref"), (20, 10, 6, 6, 6, 8, 6, 7, 6), lines)
+
+
+def print_table(title: str, header: tuple[str, ...], widths: tuple[int, ...], lines: list[list[str]]) -> None:
+    """The title, then the header and the lines: the first column left-aligned, the others right-aligned."""
+    print(f"\n{title}")
+    for cells in (list(header), *lines):
+        rest = [f"{cell:>{width}s}" for cell, width in zip(cells[1:], widths[1:], strict=True)]
+        print(" ".join([f"{cells[0]:{widths[0]}s}", *rest]))
 
 
 def with_alpha(pixels: np.ndarray) -> np.ndarray:
@@ -172,12 +185,8 @@ def alpha_table(images: list[tuple[str, np.ndarray]], k: int, repeat: int) -> No
     for name, tool in tools.items():
         total, errors, times = 0, {key: [] for key in ("white", "black", "lp white", "lp black")}, []
         for rgba in rgbas:
-            runs = []
-            for _ in range(repeat):
-                start = time.perf_counter()
-                data = tool(rgba)
-                runs.append(time.perf_counter() - start)
-            times.append(float(np.median(runs)))
+            data, secs = timed(tool, (rgba,), repeat)
+            times.append(secs)
             total += len(data)
             out = np.asarray(Image.open(io.BytesIO(data)).convert("RGBA"))
             for background, key in ((255, "white"), (0, "black")):
@@ -186,12 +195,12 @@ def alpha_table(images: list[tuple[str, np.ndarray]], k: int, repeat: int) -> No
                 errors["lp " + key].append(float(np.mean((lowpass(a) - lowpass(b)) ** 2)))
         rows[name] = (total, *(db(series) for series in errors.values()), float(np.median(times)))
     ref = rows[REFERENCE]
-    print(f"\nalpha, K={k}  ({len(images)} RGBA images; PSNR and low-pass PSNR composited on white / on black)")
-    header = ("tool", "bytes", "x ref", "PSNR w", "PSNR b", "LP w", "LP b", "ms", "x ref")
-    print("{:20s} {:>10s} {:>6s} {:>7s} {:>7s} {:>6s} {:>6s} {:>7s} {:>6s}".format(*header))
-    for name, (total, white, black, lp_white, lp_black, secs) in rows.items():
-        print(f"{name:20s} {total:10d} {total / ref[0]:6.3f} {white:7.2f} {black:7.2f} {lp_white:6.2f} "
-              f"{lp_black:6.2f} {secs * 1000:7.1f} {secs / ref[5]:6.2f}")
+    lines = [[name, f"{total:d}", f"{total / ref[0]:.3f}", f"{white:.2f}", f"{black:.2f}", f"{lp_white:.2f}",
+              f"{lp_black:.2f}", f"{secs * 1000:.1f}", f"{secs / ref[5]:.2f}"]
+             for name, (total, white, black, lp_white, lp_black, secs) in rows.items()]
+    print_table(f"alpha, K={k}  ({len(images)} RGBA images; PSNR and low-pass PSNR composited on white / on black)",
+                ("tool", "bytes", "x ref", "PSNR w", "PSNR b", "LP w", "LP b", "ms", "x ref"),
+                (20, 10, 6, 7, 7, 6, 6, 7, 6), lines)
 
 
 def sheet(images: list[tuple[str, np.ndarray]], path: Path, k: int = 16) -> None:

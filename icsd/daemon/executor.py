@@ -8,6 +8,7 @@ sees `concurrent.futures.Future[JobOutcome]`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -22,6 +23,7 @@ from typing import Protocol
 
 from icsd.core import CompressParams, JobOutcome, compress_job
 from icsd.daemon.fork_server import init_worker, start_worker_server
+from icsd.daemon.output import write_spool
 from icsd.errors import SettingsError
 
 __all__ = ["NOT_STARTED", "STOP_SECONDS", "WORKER_DIED", "Executor", "ProcessExecutor", "create_executor"]
@@ -38,10 +40,16 @@ class Executor(Protocol):
     """What the daemon needs from an executor."""
 
     name: str
+    # True when workers share this machine's file system: a job given a `spool` path writes its output there.
+    writes_spool: bool
 
-    def submit(self, data: bytes, params: CompressParams, *, name: str = "") -> Future[JobOutcome]:
+    def submit(
+        self, data: bytes, params: CompressParams, *, name: str = "", spool: str | None = None
+    ) -> Future[JobOutcome]:
         """Start one job; the future never raises for a bad image (see JobOutcome). `name` (the image's
-        relative path) is for the executor's own log lines."""
+        relative path) is for the executor's own log lines. `spool` (only if `writes_spool`): a path that does
+        not exist yet, beside the output; the worker writes the output there, fsynced, and returns the
+        result with empty `data`; if it cannot (e.g. no space), it returns the data as usual."""
         ...
 
     def healthy(self) -> bool:
@@ -72,6 +80,7 @@ class ProcessExecutor:
     """
 
     name = "process"
+    writes_spool = True  # the output is written by the worker, off the daemon's thread (docs/scale.md)
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
@@ -89,15 +98,17 @@ class ProcessExecutor:
         # overlaps with the daemon's own start-up and folder scan instead of delaying image one.
         threading.Thread(target=self._start_workers, name="icsd-pool-start", daemon=True).start()
 
-    def submit(self, data: bytes, params: CompressParams, *, name: str = "") -> Future[JobOutcome]:
+    def submit(
+        self, data: bytes, params: CompressParams, *, name: str = "", spool: str | None = None
+    ) -> Future[JobOutcome]:
         self._probes_sent.wait()  # a pool's first calls are its probes (see failure)
         try:
-            future = self._pool.submit(_run_job, data, params)
+            future = self._pool.submit(_run_job, data, params, spool)
         except BrokenProcessPool:
             if self.failure() is not None:
                 raise  # no new pool would fare better
             self._replace_pool()
-            future = self._pool.submit(_run_job, data, params)
+            future = self._pool.submit(_run_job, data, params, spool)
         with self._jobs_lock:
             self._jobs.add(future)
         future.add_done_callback(self._forget_job)
@@ -207,11 +218,19 @@ def _ready() -> None:
 _stopping: EventType | None = None  # in a worker: the executor's stop_starting event
 
 
-def _run_job(data: bytes, params: CompressParams) -> JobOutcome:
-    """compress_job, unless the daemon stopped starting jobs before this worker got to this one."""
+def _run_job(data: bytes, params: CompressParams, spool: str | None = None) -> JobOutcome:
+    """compress_job, unless the daemon stopped starting jobs before this worker got to this one; with `spool`,
+    the output written there (see Executor.submit) instead of sent back."""
     if _stopping is not None and _stopping.is_set():
         raise CancelledError(NOT_STARTED)
-    return compress_job(data, params)
+    outcome = compress_job(data, params)
+    if spool is None or outcome.result is None:
+        return outcome
+    try:
+        write_spool(spool, outcome.result.data)
+    except OSError:  # no space, or the folder is not there yet: the daemon writes it (and reports why)
+        return outcome
+    return dataclasses.replace(outcome, result=dataclasses.replace(outcome.result, data=b""))
 
 
 def _init_worker(parent: int, stopping: EventType) -> None:

@@ -9,8 +9,8 @@ distance sees, the figure dithering improves), mean Oklab distance x 100 (dE-ok:
 median time per image (icsd: quantize + encode in
 process; pngquant: the whole command, from a PNG file; Pillow: quantize + save). Needs the bench extra and
 `pngquant` on PATH. Also writes a sheet of crops (original, none, diffuse, ordered, pngquant) to look at,
-and compares transparency (alpha kept) on RGBA versions of the photos: bytes and PSNR composited on white
-and on black.
+and compares transparency (alpha kept) on RGBA versions of the photos (`--alpha-only`: only that): bytes,
+PSNR and low-pass PSNR composited on white and on black, and time.
 """
 
 from __future__ import annotations
@@ -91,14 +91,28 @@ def measures(original: np.ndarray, output: np.ndarray) -> tuple[float, float, fl
     a, b = original.astype(np.float64), output.astype(np.float64)
     mse = float(np.mean((a - b) ** 2))
     ssim = float(structural_similarity(original, output, channel_axis=2, data_range=255))
-    blur = lambda x: gaussian_filter(x, sigma=(1.5, 1.5, 0))  # noqa: E731
-    low = float(np.mean((blur(a) - blur(b)) ** 2))
+    low = float(np.mean((lowpass(a) - lowpass(b)) ** 2))
     delta = float(np.linalg.norm(srgb_to_oklab(a) - srgb_to_oklab(b), axis=2).mean()) * 100
     return mse, ssim, low, delta
 
 
+def lowpass(image: np.ndarray) -> np.ndarray:
+    """What an eye at a normal distance sees: a Gaussian blur of sigma 1.5 over each channel."""
+    return gaussian_filter(image, sigma=(1.5, 1.5, 0))
+
+
 def db(mses: list[float]) -> float:
     return float(10 * np.log10(255**2 / np.exp(np.mean(np.log(np.maximum(mses, 1e-12))))))
+
+
+def timed(run: Callable[..., bytes], args: tuple, repeat: int) -> tuple[bytes, float]:
+    """(output, median seconds) of `repeat` runs of run(*args)."""
+    runs = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        data = run(*args)
+        runs.append(time.perf_counter() - start)
+    return data, float(np.median(runs))
 
 
 def table(images: list[tuple[str, np.ndarray]], k: int, repeat: int) -> None:
@@ -106,12 +120,8 @@ def table(images: list[tuple[str, np.ndarray]], k: int, repeat: int) -> None:
     for name, tool in TOOLS.items():
         total, mses, ssims, lows, deltas, times = 0, [], [], [], [], []
         for _, pixels in images:
-            runs = []
-            for _ in range(repeat):
-                start = time.perf_counter()
-                data = tool(pixels, k)
-                runs.append(time.perf_counter() - start)
-            times.append(float(np.median(runs)))
+            data, secs = timed(tool, (pixels, k), repeat)
+            times.append(secs)
             total += len(data)
             mse, ssim, low, delta = measures(pixels, decoded(data))
             deltas.append(delta)
@@ -121,12 +131,19 @@ def table(images: list[tuple[str, np.ndarray]], k: int, repeat: int) -> None:
         rows[name] = (total, db(mses), float(np.mean(ssims)), db(lows), float(np.mean(deltas)),
                       float(np.median(times)))
     ref = rows[REFERENCE]
-    print(f"\nK={k}  ({len(images)} images)")
-    header = ("tool", "bytes", "x ref", "PSNR", "SSIM", "LP-PSNR", "dE-ok", "ms", "x ref")
-    print("{:20s} {:>10s} {:>6s} {:>6s} {:>6s} {:>8s} {:>6s} {:>7s} {:>6s}".format(*header))
-    for name, (total, psnr, ssim, low, delta, secs) in rows.items():
-        print(f"{name:20s} {total:10d} {total / ref[0]:6.3f} {psnr:6.2f} {ssim:6.4f} {low:8.2f} {delta:6.2f} "
-              f"{secs * 1000:7.1f} {secs / ref[5]:6.2f}")
+    lines = [[name, f"{total:d}", f"{total / ref[0]:.3f}", f"{psnr:.2f}", f"{ssim:.4f}", f"{low:.2f}",
+              f"{delta:.2f}", f"{secs * 1000:.1f}", f"{secs / ref[5]:.2f}"]
+             for name, (total, psnr, ssim, low, delta, secs) in rows.items()]
+    print_table(f"K={k}  ({len(images)} images)", ("tool", "bytes", "x ref", "PSNR", "SSIM", "LP-PSNR", "dE-ok",
+                "ms", "x ref"), (20, 10, 6, 6, 6, 8, 6, 7, 6), lines)
+
+
+def print_table(title: str, header: tuple[str, ...], widths: tuple[int, ...], lines: list[list[str]]) -> None:
+    """The title, then the header and the lines: the first column left-aligned, the others right-aligned."""
+    print(f"\n{title}")
+    for cells in (list(header), *lines):
+        rest = [f"{cell:>{width}s}" for cell, width in zip(cells[1:], widths[1:], strict=True)]
+        print(" ".join([f"{cells[0]:{widths[0]}s}", *rest]))
 
 
 def with_alpha(pixels: np.ndarray) -> np.ndarray:
@@ -143,33 +160,47 @@ def composite(rgba: np.ndarray, background: int) -> np.ndarray:
     return rgba[..., :3] * alpha + background * (1 - alpha)
 
 
-def alpha_table(images: list[tuple[str, np.ndarray]], k: int) -> None:
+def alpha_table(images: list[tuple[str, np.ndarray]], k: int, repeat: int) -> None:
     """icsd (alpha kept) against pngquant --speed 4, without and with dithering, on RGBA versions of the photos:
-    bytes and PSNR of the outputs composited on white and on black against the original composited alike."""
+    bytes, PSNR and low-pass PSNR of the outputs composited on white and on black against the original
+    composited alike, median time per image (icsd: quantize + encode; pngquant: the whole command)."""
     from icsd.core.quantization.alpha import quantize_alpha
 
-    def icsd_rgba(rgba: np.ndarray, dither: str) -> bytes:
-        q = quantize_alpha(rgba, k, dither=dither)
-        return encode_palette_png(q.palette, q.indices, alpha=q.alpha)
+    def icsd_rgba(dither: str) -> Callable[[np.ndarray], bytes]:
+        def run(rgba: np.ndarray) -> bytes:
+            q = quantize_alpha(rgba, k, dither=dither)
+            return encode_palette_png(q.palette, q.indices, alpha=q.alpha)
+
+        return run
 
     tools: dict[str, Callable[[np.ndarray], bytes]] = {
-        "icsd none": lambda rgba: icsd_rgba(rgba, "none"),
-        "icsd diffuse": lambda rgba: icsd_rgba(rgba, "diffuse"),
-        "pngquant s4 nofs": lambda rgba: pngquant_tool(4, False)(rgba, k),
+        "icsd none": icsd_rgba("none"),
+        "icsd diffuse": icsd_rgba("diffuse"),
+        "icsd ordered": icsd_rgba("ordered"),
+        REFERENCE: lambda rgba: pngquant_tool(4, False)(rgba, k),
         "pngquant s4 dither": lambda rgba: pngquant_tool(4, True)(rgba, k),
     }
-    print(f"\nalpha, K={k}  ({len(images)} RGBA images)")
-    print(f"{'tool':20s} {'bytes':>10s} {'PSNR on white':>14s} {'PSNR on black':>14s}")
+    rgbas = [with_alpha(pixels) for _, pixels in images]
+    rows = {}
     for name, tool in tools.items():
-        total, white, black = 0, [], []
-        for _, pixels in images:
-            rgba = with_alpha(pixels)
-            data = tool(rgba)
+        total, errors, times = 0, {key: [] for key in ("white", "black", "lp white", "lp black")}, []
+        for rgba in rgbas:
+            data, secs = timed(tool, (rgba,), repeat)
+            times.append(secs)
             total += len(data)
             out = np.asarray(Image.open(io.BytesIO(data)).convert("RGBA"))
-            for background, series in ((255, white), (0, black)):
-                series.append(float(np.mean((composite(rgba, background) - composite(out, background)) ** 2)))
-        print(f"{name:20s} {total:10d} {db(white):14.2f} {db(black):14.2f}")
+            for background, key in ((255, "white"), (0, "black")):
+                a, b = composite(rgba, background), composite(out, background)
+                errors[key].append(float(np.mean((a - b) ** 2)))
+                errors["lp " + key].append(float(np.mean((lowpass(a) - lowpass(b)) ** 2)))
+        rows[name] = (total, *(db(series) for series in errors.values()), float(np.median(times)))
+    ref = rows[REFERENCE]
+    lines = [[name, f"{total:d}", f"{total / ref[0]:.3f}", f"{white:.2f}", f"{black:.2f}", f"{lp_white:.2f}",
+              f"{lp_black:.2f}", f"{secs * 1000:.1f}", f"{secs / ref[5]:.2f}"]
+             for name, (total, white, black, lp_white, lp_black, secs) in rows.items()]
+    print_table(f"alpha, K={k}  ({len(images)} RGBA images; PSNR and low-pass PSNR composited on white / on black)",
+                ("tool", "bytes", "x ref", "PSNR w", "PSNR b", "LP w", "LP b", "ms", "x ref"),
+                (20, 10, 6, 7, 7, 6, 6, 7, 6), lines)
 
 
 def sheet(images: list[tuple[str, np.ndarray]], path: Path, k: int = 16) -> None:
@@ -209,7 +240,7 @@ def main() -> None:
             table(images, k, args.repeat)
         sheet(images, args.sheet)
     for k in ks:
-        alpha_table(images, k)
+        alpha_table(images, k, args.repeat)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from icsd.core import CompressParams, ParameterError, compress
-from icsd.core.quantization.alpha import premultiply, quantize_alpha
+from icsd.core.quantization.alpha import ALPHA_BOOST, WHITE_SHARE, composited_points, premultiply, quantize_alpha
+from icsd.core.quantization.dither import dither_weights
 from tests import images
 
 
@@ -22,6 +23,22 @@ def soft_disc(size: int = 96) -> np.ndarray:
     radius = np.hypot(yy - size / 2, xx - size / 2)
     alpha = np.clip((size / 2 - 4 - radius) * (255 / 12), 0, 255).astype(np.uint8)
     return np.dstack([rgb, alpha])
+
+
+def on_background(rgba: np.ndarray, level: int) -> np.ndarray:
+    """RGBA (or LA) composited on a flat background of `level`, as float."""
+    alpha = rgba[..., -1:].astype(np.float64) / 255
+    return rgba[..., :-1] * alpha + level * (1 - alpha)
+
+
+def psnr_on(original: np.ndarray, output: np.ndarray, level: int) -> float:
+    mse = float(np.mean((on_background(original, level) - on_background(output, level)) ** 2))
+    return 10 * np.log10(255**2 / mse)
+
+
+def written(q) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """The (H, W, C + 1) colour-and-alpha pixels a quantization writes."""
+    return np.concatenate([q.palette, q.alpha[:, None]], axis=1)[q.indices]
 
 
 def decoded_rgba(data: bytes) -> tuple[Image.Image, np.ndarray]:
@@ -43,7 +60,9 @@ def test_rgba_round_trip_keeps_clear_clear_and_opaque_opaque(colors: int) -> Non
     trns, plte = chunks[b"tRNS"], chunks[b"PLTE"]
     assert len(plte) == 3 * result.colors and len(trns) <= result.colors
     assert list(trns) == sorted(trns) and trns[0] == 0  # translucent first, the clear entry at index 0
-    assert result.psnr is not None and result.psnr > (12 if colors == 2 else 30)
+    assert result.psnr is not None
+    for level in (255, 0):  # close to the original whatever it is shown on
+        assert psnr_on(pixels, rgba, level) > (15 if colors == 2 else 28)
 
 
 def test_fully_transparent_pixels_share_one_entry_whatever_colour_they_stored() -> None:
@@ -93,3 +112,73 @@ def test_bad_alpha_parameters_name_themselves() -> None:
 def test_ihdr_says_palette() -> None:
     result = compress(images.encode(Image.fromarray(soft_disc(), "RGBA"), "PNG"), CompressParams(scale=2))
     assert struct.unpack(">IIBBBBB", dict(images.png_chunks(result.data))[b"IHDR"])[3] == 3
+
+
+def test_distance_weighs_the_errors_composited_on_black_and_on_white() -> None:
+    rng = np.random.default_rng(1)
+    for channels in (4, 2):
+        a, b = (rng.integers(0, 256, (500, channels), dtype=np.uint8) for _ in range(2))
+        on_black = on_background(a, 0) - on_background(b, 0)
+        on_white = on_background(a, 255) - on_background(b, 255)
+        da = a[:, -1:].astype(np.float64) - b[:, -1:]
+        share = WHITE_SHARE
+        expected = ((1 - share) * on_black**2 + share * on_white**2 + (ALPHA_BOOST**2 - 1) * share * (1 - share)
+                    * da**2).sum(axis=1)
+        got = ((composited_points(a) - composited_points(b)) ** 2).sum(axis=1)
+        np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-6)
+        opaque, nearly = composited_points(np.array([[7] * (channels - 1) + [255], [7] * (channels - 1) + [254]],
+                                                    np.uint8))[:, -1]
+        assert np.rint(nearly) < np.rint(opaque) <= 255  # opaque points stay apart when rounded to uint8
+
+
+def test_a_half_transparent_white_edge_stays_white_on_white_and_no_darker_on_black() -> None:
+    """A dark opaque square holding a white one, rimmed by a one-pixel white edge at alpha 128, clear around:
+    with room for only two entries besides the clear one, premultiplied distance gave the rim a dark grey,
+    a dark ring on a white page; the rim must look white on white and be no worse on black than dropping it."""
+    img = np.zeros((40, 40, 4), np.uint8)
+    img[5:35, 5:35] = (60, 60, 60, 255)
+    img[10:30, 10:30] = (255, 255, 255, 255)
+    rim = np.zeros((40, 40), bool)
+    rim[4:36, 4:36] = True
+    rim[5:35, 5:35] = False
+    img[rim] = (255, 255, 255, 128)
+    out = written(quantize_alpha(img, 3))
+    assert (on_background(out, 255)[rim] >= 240).all()
+    assert (np.abs(on_background(out, 0)[rim] - on_background(img, 0)[rim]) <= 128).all()
+    assert (out[10:30, 10:30, 3] == 255).all() and (out[10:30, 10:30, :3] >= 240).all()
+    assert (out[5:9, 5:35] == (60, 60, 60, 255)).all()
+    assert (out[..., 3][img[..., 3] == 0] == 0).all()
+    full = written(quantize_alpha(img, 4))  # room for the rim's own entry: exact on both backgrounds
+    assert (full == img).all()
+
+
+@pytest.mark.parametrize("dither", ["none", "diffuse", "ordered"])
+def test_opaque_pixels_get_opaque_entries_and_clear_ones_the_clear_entry_with_every_dither(dither: str) -> None:
+    pixels = soft_disc(120)
+    for colors in (8, 64):
+        q = quantize_alpha(pixels, colors, dither=dither)
+        out = written(q)
+        assert (out[..., 3][pixels[..., 3] == 255] == 255).all()
+        assert (q.indices[pixels[..., 3] == 0] == 0).all()
+        assert list(q.alpha) == sorted(q.alpha) and q.alpha[0] == 0
+
+
+def test_grey_with_alpha_uses_the_same_weighting() -> None:
+    rgba = soft_disc()
+    la = np.dstack([rgba[..., :3].mean(axis=2).astype(np.uint8), rgba[..., 3]])
+    q = quantize_alpha(la, 16)
+    assert q.palette.shape[1] == 1 and q.alpha[0] == 0
+    out = written(q)
+    assert (out[..., 1][la[..., 1] == 255] == 255).all()
+    for level in (255, 0):
+        assert psnr_on(la, out, level) > 30
+
+
+def test_dither_weights_of_an_opaque_rgba_image_are_its_rgb_ones() -> None:
+    """Alpha adds its own edges to where dithering stops, and nothing inside an opaque area."""
+    soft = soft_disc()
+    rgb = soft[..., :3]
+    opaque = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
+    np.testing.assert_array_equal(dither_weights(opaque), dither_weights(rgb))
+    assert dither_weights(rgb).min() == 0 < dither_weights(rgb).max()  # edges not dithered, flat areas are
+    assert (dither_weights(soft) <= dither_weights(soft[..., :3])).all()

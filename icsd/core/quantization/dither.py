@@ -80,17 +80,16 @@ def squared_error(pixels: np.ndarray, palette: np.ndarray, indices: np.ndarray) 
 
 
 def dither_weights(pixels: np.ndarray) -> np.ndarray:
-    """(H, W) float64 in [0, 1]: 1 where the neighbourhood is flat or a slow gradient, 0 on edges and texture."""
+    """(H, W) float64 in [0, 1]: 1 where the neighbourhood is flat or a slow gradient, 0 on edges and texture.
+    The contrast is the luma's; with a fourth channel (alpha) it is the larger of the luma's and its own, so
+    alpha edges are edges too."""
     if pixels.ndim == 2:
-        luma = pixels.astype(np.float64)
+        contrast = _contrast(pixels.astype(np.float64))
     else:
         luma = pixels[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])[: min(3, pixels.shape[2])]
-        if pixels.shape[2] == 4:  # alpha edges are edges too
-            luma = np.maximum(luma, pixels[..., 3].astype(np.float64))
-    padded = np.pad(luma, 1, mode="edge")
-    contrast = np.maximum(
-        np.abs(padded[1:-1, 2:] - padded[1:-1, :-2]), np.abs(padded[2:, 1:-1] - padded[:-2, 1:-1])
-    ) / 2.0
+        contrast = _contrast(luma)
+        if pixels.shape[2] == 4:
+            np.maximum(contrast, _contrast(pixels[..., 3].astype(np.float64)), out=contrast)
     spread = np.pad(contrast, 1, mode="edge")
     h, w = contrast.shape
     local = contrast.copy()
@@ -98,6 +97,14 @@ def dither_weights(pixels: np.ndarray) -> np.ndarray:
         for dx in range(3):
             np.maximum(local, spread[dy : dy + h, dx : dx + w], out=local)
     return np.clip((_BUSY - local) / (_BUSY - _FLAT), 0.0, 1.0)
+
+
+def _contrast(plane: np.ndarray) -> np.ndarray:
+    """(H, W): the larger of the horizontal and vertical central differences, halved."""
+    padded = np.pad(plane, 1, mode="edge")
+    return np.maximum(
+        np.abs(padded[1:-1, 2:] - padded[1:-1, :-2]), np.abs(padded[2:, 1:-1] - padded[:-2, 1:-1])
+    ) / 2.0
 
 
 def _prepare(pixels: np.ndarray, palette: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -20,7 +20,7 @@ from icsd.daemon.identity import FileVersion
 from icsd.daemon.output import (
     free_name,
     move_durably,
-    safe_join,
+    safe_path,
     spool_path,
     sync_folders,
     write_atomic,
@@ -85,7 +85,7 @@ class Outputs:
         """A temporary path beside `task`'s output for a worker to write it to (see Executor.submit); None when
         the output path is unsafe (the write then fails it, as without a spool)."""
         try:
-            return spool_path(safe_join(self.output_root, task.output))
+            return spool_path(safe_path(self.output_root, task.output))
         except ValueError:
             return None
 

@@ -32,6 +32,7 @@ __all__ = [
     "output_names",
     "remove_stray_temps",
     "safe_join",
+    "safe_path",
     "sidecar_name",
     "spool_path",
     "sync_folders",
@@ -100,6 +101,11 @@ def sidecar_name(rel: str) -> str:
 
 
 def safe_join(root: Path, rel: str) -> Path:
+    """safe_path as a Path."""
+    return Path(safe_path(root, rel))
+
+
+def safe_path(root: Path, rel: str) -> str:
     """root/rel, refusing anything that would land outside root (absolute paths, `..`, a link planted below root
     leading out of it, a root replaced by such a link).
 
@@ -123,7 +129,7 @@ def safe_join(root: Path, rel: str) -> Path:
             if real != inside and not real.startswith(inside.rstrip("/") + "/"):
                 raise ValueError(f"path {rel!r} escapes {root}")
             break
-    return Path(path)
+    return path
 
 
 @functools.lru_cache(maxsize=16)
@@ -145,9 +151,9 @@ def write_atomic(root: Path, rel: str, data: bytes, *, replace: bool = True, syn
     return target
 
 
-def spool_path(target: Path) -> str:
+def spool_path(target: str) -> str:
     """A fresh temporary name beside `target` for a worker to write its output to (see write_spool)."""
-    return os.path.join(target.parent, f"{TEMP_PREFIX}{os.urandom(8).hex()}")
+    return os.path.join(os.path.dirname(target), f"{TEMP_PREFIX}{os.urandom(8).hex()}")
 
 
 def write_spool(path: str, data: bytes) -> None:

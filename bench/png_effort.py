@@ -1,21 +1,24 @@
-"""What a higher PNG effort buys: bytes and encode time of icsd's palette PNG writer against harder encoders.
+"""What a higher PNG effort buys: bytes and encode time of icsd's palette PNG writer at each ICSD_PNG_EFFORT.
 
     .venv/bin/python bench/png_effort.py [--colors 16,64,256] [--repeat 3] [--wallpapers 4] [--zopfli]
 
 Every encoder writes the same quantized image (icsd `kmeans`, no dithering, on bench/photos.py's real
-photographs): icsd's default writer (libdeflate 6 for packed rows, 7 for 8-bit rows, filter None), the
-same rows at libdeflate levels 10-12, and oxipng (the `png` extra: pyoxipng) at levels 1-4 over icsd's
-file, optionally with zopfli (--zopfli: slow). Per K and encoder: total bytes, bytes as a ratio to icsd's
-default and to pngquant `--speed 4 --nofs` quantizing the same pixels (its own palette: the issue's
-reference; skipped when pngquant is not installed), and the median per-image encode time as a ratio to icsd's
-default (encoders interleaved per repeat, so they share the machine's noise). Every candidate is decoded and
-checked to give exactly icsd's pixels.
+photographs): icsd's writer at each effort (fast, the default: libdeflate 6 for packed rows, 7 for 8-bit
+rows, filter None; high: libdeflate 12; max: oxipng level 2 over the fast file, palette kept), and for the
+choice of level oxipng 1, 3 and 4 (palette kept), oxipng 2 free to reorder the palette, and with --zopfli
+oxipng 2 with zopfli (slow). oxipng runs on one thread (RAYON_NUM_THREADS=1), as in a worker.
+
+Per K and encoder: total bytes; bytes as a ratio to fast and to pngquant `--speed 4 --nofs` quantizing the
+same pixels (its own palette and encoder: the issue's reference; skipped without pngquant on PATH); the median
+per-image encode time and the median per-image ratio to fast (encoders interleaved in each repeat, so they
+share the machine's noise). Every output is decoded and checked to give exactly icsd's pixels.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import os
 import shutil
 import subprocess
 import sys
@@ -24,48 +27,50 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import deflate
 import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("RAYON_NUM_THREADS", "1")  # before oxipng builds its thread pool: one worker, one core
 
 from bench.photos import photographs
 from icsd.core.png import encode_indexed_png
 from icsd.core.quantization import quantize
 
 Encoder = Callable[[np.ndarray, np.ndarray], bytes]
-DEFAULT = "icsd default"
+DEFAULT = "fast (default)"
 
 
-def _libdeflate(level: int) -> Encoder:
-    def run(palette: np.ndarray, indices: np.ndarray) -> bytes:
-        original = deflate.zlib_compress
-        deflate.zlib_compress = lambda data, _level: original(data, level)  # type: ignore[assignment]
-        try:
-            return encode_indexed_png(palette, indices)
-        finally:
-            deflate.zlib_compress = original  # type: ignore[assignment]
-
-    return run
+def _effort(effort: str) -> Encoder:
+    return lambda palette, indices: encode_indexed_png(palette, indices, effort=effort)
 
 
-def _oxipng(level: int, zopfli: bool = False, **options: object) -> Encoder:
+def _oxipng(level: int, *, zopfli: bool = False, keep_palette: bool = True) -> Encoder:
+    """oxipng over icsd's fast file; keep_palette: as effort max (palette, colour type and bit depth as they are)."""
     import oxipng
 
+    options: dict[str, object] = {"level": level}
+    if keep_palette:
+        options |= {"palette_reduction": False, "color_type_reduction": False, "bit_depth_reduction": False}
+    if zopfli:
+        options["deflate"] = oxipng.Deflaters.zopfli(15)
+
     def run(palette: np.ndarray, indices: np.ndarray) -> bytes:
-        data = encode_indexed_png(palette, indices)
-        extra = {"deflate": oxipng.Deflaters.zopfli(15)} if zopfli else {}
-        return oxipng.optimize_from_memory(data, level=level, **extra, **options)
+        return oxipng.optimize_from_memory(encode_indexed_png(palette, indices), **options)
 
     return run
 
 
 def encoders(zopfli: bool) -> dict[str, Encoder]:
-    table: dict[str, Encoder] = {DEFAULT: encode_indexed_png}
-    table |= {f"libdeflate {level}": _libdeflate(level) for level in (10, 11, 12)}
-    table |= {f"oxipng {level}": _oxipng(level) for level in (1, 2, 3, 4)}
-    table["oxipng 2, palette kept"] = _oxipng(2, palette_reduction=False, color_type_reduction=False)
+    table: dict[str, Encoder] = {
+        DEFAULT: _effort("fast"),
+        "high (libdeflate 12)": _effort("high"),
+        "max (oxipng 2)": _effort("max"),
+        "oxipng 1": _oxipng(1),
+        "oxipng 3": _oxipng(3),
+        "oxipng 4": _oxipng(4),
+        "oxipng 2, palette reordered": _oxipng(2, keep_palette=False),
+    }
     if zopfli:
         table["oxipng 2 + zopfli 15"] = _oxipng(2, zopfli=True)
     return table

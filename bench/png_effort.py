@@ -4,9 +4,9 @@
 
 Every encoder writes the same quantized image (icsd `kmeans`, no dithering, on bench/photos.py's real
 photographs): icsd's writer at each effort (fast, the default: libdeflate 6 for packed rows, 7 for 8-bit
-rows, filter None; high: libdeflate 12; max: oxipng level 2 over the fast file, palette kept), and for the
-choice of level oxipng 1, 3 and 4 (palette kept), oxipng 2 free to reorder the palette, and with --zopfli
-oxipng 2 with zopfli (slow). oxipng runs on one thread (RAYON_NUM_THREADS=1), as in a worker.
+rows, filter None; high: libdeflate 12; max: oxipng level 2 over the fast file, palette reordered; max with
+the palette kept, as for a shared palette), and for the choice of level oxipng 1, 3 and 4 with max's options,
+and with --zopfli oxipng 2 with zopfli (slow). oxipng runs on one thread (RAYON_NUM_THREADS=1), as in a worker.
 
 Per K and encoder: total bytes; bytes as a ratio to fast and to pngquant `--speed 4 --nofs` quantizing the
 same pixels (its own palette and encoder: the issue's reference; skipped without pngquant on PATH); the median
@@ -41,17 +41,15 @@ Encoder = Callable[[np.ndarray, np.ndarray], bytes]
 DEFAULT = "fast (default)"
 
 
-def _effort(effort: str) -> Encoder:
-    return lambda palette, indices: encode_indexed_png(palette, indices, effort=effort)
+def _effort(effort: str, *, keep_palette: bool = False) -> Encoder:
+    return lambda palette, indices: encode_indexed_png(palette, indices, effort=effort, keep_palette=keep_palette)
 
 
-def _oxipng(level: int, *, zopfli: bool = False, keep_palette: bool = True) -> Encoder:
-    """oxipng over icsd's fast file; keep_palette: as effort max (palette, colour type and bit depth as they are)."""
+def _oxipng(level: int, *, zopfli: bool = False) -> Encoder:
+    """oxipng over icsd's fast file with effort max's options (palette reordered, colour type kept)."""
     import oxipng
 
-    options: dict[str, object] = {"level": level}
-    if keep_palette:
-        options |= {"palette_reduction": False, "color_type_reduction": False, "bit_depth_reduction": False}
+    options: dict[str, object] = {"level": level, "color_type_reduction": False}
     if zopfli:
         options["deflate"] = oxipng.Deflaters.zopfli(15)
 
@@ -66,10 +64,10 @@ def encoders(zopfli: bool) -> dict[str, Encoder]:
         DEFAULT: _effort("fast"),
         "high (libdeflate 12)": _effort("high"),
         "max (oxipng 2)": _effort("max"),
+        "max, palette kept": _effort("max", keep_palette=True),
         "oxipng 1": _oxipng(1),
         "oxipng 3": _oxipng(3),
         "oxipng 4": _oxipng(4),
-        "oxipng 2, palette reordered": _oxipng(2, keep_palette=False),
     }
     if zopfli:
         table["oxipng 2 + zopfli 15"] = _oxipng(2, zopfli=True)

@@ -43,19 +43,31 @@ def without_oxipng(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "meta_path", [_NoOxipng(), *sys.meta_path])
 
 
-@pytest.mark.parametrize("effort", ["high", "max"])
-@pytest.mark.parametrize("colors", [2, 3, 16, 17, 256])
-def test_every_effort_keeps_palette_and_indices(effort: str, colors: int) -> None:
+def _banded(colors: int) -> tuple[np.ndarray, np.ndarray]:
+    """A random palette and smooth bands of indices with noise: something a filter search can win on."""
     rng = np.random.default_rng(colors)
     palette = rng.integers(0, 256, (colors, 3), dtype=np.uint8)
-    # smooth bands with noise: something a filter search can win on
-    indices = ((np.add.outer(np.arange(61), np.arange(67)) // 5 + rng.integers(0, 2, (61, 67))) % colors)
-    indices = indices.astype(np.uint8)
-    fast_image, fast_indices = decoded(encode_indexed_png(palette, indices))
-    image, back = decoded(encode_indexed_png(palette, indices, effort=effort))
-    assert image.mode == fast_image.mode == "P"
-    assert np.array_equal(back, indices) and np.array_equal(fast_indices, indices)
+    indices = (np.add.outer(np.arange(61), np.arange(67)) // 5 + rng.integers(0, 2, (61, 67))) % colors
+    return palette, indices.astype(np.uint8)
+
+
+@pytest.mark.parametrize(("effort", "keep_palette"), [("high", False), ("max", True)])
+@pytest.mark.parametrize("colors", [2, 3, 16, 17, 256])
+def test_high_and_max_with_a_kept_palette_keep_palette_and_indices(
+    effort: str, keep_palette: bool, colors: int
+) -> None:
+    palette, indices = _banded(colors)
+    image, back = decoded(encode_indexed_png(palette, indices, effort=effort, keep_palette=keep_palette))
+    assert image.mode == "P"
+    assert np.array_equal(back, indices)
     assert np.array_equal(np.asarray(image.getpalette(), np.uint8).reshape(-1, 3)[:colors], palette)
+
+
+@pytest.mark.parametrize("colors", [2, 3, 16, 17, 256])
+def test_max_may_reorder_the_palette_but_keeps_every_pixel(colors: int) -> None:
+    palette, indices = _banded(colors)
+    image, _ = decoded(encode_indexed_png(palette, indices, effort="max"))
+    assert image.mode == "P"
     assert np.array_equal(np.asarray(image.convert("RGB")), palette[indices])
 
 
@@ -88,6 +100,14 @@ def test_pipeline_output_differs_only_in_bytes() -> None:
     assert np.array_equal(np.asarray(decoded(best.data)[0].convert("RGB")),
                           np.asarray(decoded(fast.data)[0].convert("RGB")))
     assert best.psnr == fast.psnr
+
+
+def test_max_keeps_a_shared_palette_entry_for_entry() -> None:
+    shared = ((0, 0, 0), (255, 255, 255), (200, 40, 40), (40, 200, 40), (40, 40, 200), (90, 90, 90))
+    result = compress(images.sample_bytes("china.jpg"), CompressParams(palette=shared, png_effort="max"))
+    image, _ = decoded(result.data)
+    assert [tuple(e) for e in np.asarray(image.getpalette(), np.uint8).reshape(-1, 3)[: len(shared)]] == list(shared)
+    assert len(image.getpalette()) == 3 * len(shared)
 
 
 def test_effort_is_part_of_the_fingerprint_and_fast_is_the_old_one() -> None:

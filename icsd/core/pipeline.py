@@ -41,7 +41,9 @@ def compress(data: bytes, params: CompressParams) -> Result:
         palette = palette_array(params.palette, grey=params.grayscale)
         pixels = palette_pixels(small, params)
         quantized = quantize(pixels, palette=palette, dither=params.dither.value, strength=params.dither_strength)
-        png = encode_palette_png(quantized.palette, quantized.indices, effort=params.png_effort.value)
+        png = encode_palette_png(
+            quantized.palette, quantized.indices, effort=params.png_effort.value, keep_palette=True
+        )
         colors = len(quantized.palette)
         fidelity = psnr(pixels, quantized.palette, quantized.indices)
     else:

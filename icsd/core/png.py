@@ -17,10 +17,11 @@ Z_RLE below 8 bits (what this writer did before):
 
 The file has exactly IHDR, PLTE, tRNS (only when some entry is not opaque), one IDAT and IEND: no metadata.
 
-Higher efforts (`ICSD_PNG_EFFORT`, opt-in) write the same palette and indices in fewer bytes, for more time:
-`high` deflates at libdeflate's level 12; `max` hands the `fast` file to oxipng (level 2: it tries the five
-PNG filters and filter heuristics per image, with palette and colour type kept as they are, so the PLTE stays
-entry for entry and the decoded pixels are identical). Measured in docs/performance.md (bench/png_effort.py).
+Higher efforts (`ICSD_PNG_EFFORT`, opt-in) write the same pixels in fewer bytes, for more time: `high`
+deflates the same rows at libdeflate's level 12; `max` hands the `fast` file to oxipng (level 2: it tries
+the PNG filters and filter heuristics per image, and reorders the palette so neighbouring indices are
+alike: most of its gain over `high`), keeping the colour type (always a palette PNG), and the PLTE entry
+for entry when asked (a shared palette). Measured in docs/performance.md (bench/png_effort.py).
 """
 
 from __future__ import annotations
@@ -61,20 +62,30 @@ def deflate_level(depth: int, effort: str = "fast") -> int:
 
 
 def encode_indexed_png(
-    palette: np.ndarray, indices: np.ndarray, *, alpha: np.ndarray | None = None, effort: str = "fast"
+    palette: np.ndarray,
+    indices: np.ndarray,
+    *,
+    alpha: np.ndarray | None = None,
+    effort: str = "fast",
+    keep_palette: bool = False,
 ) -> bytes:
     """PNG bytes of `palette[indices]` at the smallest bit depth.
 
     `palette`: (K, 3) uint8 RGB, 1 <= K <= 256; `indices`: non-empty (H, W) uint8, every value < K (the
     caller checks both); `alpha`: optional (K,) uint8 opacity per entry, written as tRNS up to the last entry
     that is not opaque (so put translucent entries first); `effort`: one of EFFORTS (see the module docstring;
-    `max` raises ModuleNotFoundError naming the `png` extra when pyoxipng is not installed).
+    `max` raises ModuleNotFoundError naming the `png` extra when pyoxipng is not installed); `keep_palette`:
+    `max` may not reorder or drop entries (every other effort never does).
     """
     if effort == "max":
         oxipng = _oxipng()
+        reductions = not keep_palette
         return oxipng.optimize_from_memory(
             encode_indexed_png(palette, indices, alpha=alpha),
-            level=_OXIPNG_LEVEL, palette_reduction=False, color_type_reduction=False, bit_depth_reduction=False,
+            level=_OXIPNG_LEVEL,
+            color_type_reduction=False,
+            palette_reduction=reductions,
+            bit_depth_reduction=reductions,
         )
     height, width = indices.shape
     depth = bit_depth(len(palette))

@@ -151,10 +151,12 @@ def run_daemon(folder: Path, args: argparse.Namespace) -> tuple[float, float]:
 
 
 def feed_daemon(
-    folder: Path, n: int, *, workers: int, colors: int = 16, tmp: Path | None = None
+    folder: Path, n: int, *, workers: int, colors: int = 16, tmp: Path | None = None, paused: bool = False
 ) -> tuple[float, float, str, bool]:
     """Copy `folder` into a fresh `icsd run`'s input; (seconds to the n-th progress line, main-process CPU
-    seconds in that time, the daemon's log, whether it was still running then)."""
+    seconds in that time, the daemon's log, whether it was still running then). `paused`: the daemon is
+    SIGSTOPped during the copy (its inotify queue overflows when the copy makes more events than it holds)
+    and timed from its SIGCONT: the cost of catching up after an overflow."""
     with tempfile.TemporaryDirectory(prefix="icsd-run-", dir=tmp) as root:
         input_dir, out, log_path = Path(root, "in"), Path(root, "out"), Path(root, "log")
         input_dir.mkdir()
@@ -166,8 +168,13 @@ def feed_daemon(
         try:
             _wait(lambda: b"watching " in log_path.read_bytes(), process, "the daemon to start")
             cpu_before = _cpu_seconds(process.pid)
+            if paused:
+                process.send_signal(signal.SIGSTOP)
             started = time.perf_counter()
             shutil.copytree(folder, input_dir, dirs_exist_ok=True)
+            if paused:
+                started = time.perf_counter()
+                process.send_signal(signal.SIGCONT)
             counter = _ProgressCounter(log_path)
             try:
                 _wait(lambda: counter.count() >= n, process, f"{n} progress lines", timeout=7200)

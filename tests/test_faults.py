@@ -260,6 +260,7 @@ def test_killed_worker_image_is_retried_pool_recovers_and_a_poison_image_fails_a
     assert sidecar["attempts"] == 3 and "worker process died" in sidecar["error"]
     assert (daemon.output / ".failed" / "poison.jpg").exists() and not (daemon.input / "poison.jpg").exists()
     assert log.count("starting a new pool") == 4  # one replacement per kill
+    assert temp_files(daemon.output) == []  # no spool file of a killed worker's job is left
     assert sorted(daemon.progress_names()) == sorted(["slow.jpg", *small])  # the rewritten img000 is not redone
     assert "Traceback" not in log
 

@@ -76,6 +76,31 @@ def test_safe_join_refuses_symlinked_folder_leading_out(tmp_path: Path) -> None:
         safe_join(tmp_path / "root", "link/x.png")
 
 
+def test_safe_join_allows_links_that_stay_inside_and_refuses_links_out_at_any_depth(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "real" / "deeper").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "deeper").mkdir(parents=True)
+    (root / "alias").symlink_to(root / "real")  # inside: as good as the real folder
+    assert safe_join(root, "alias/deeper/x.png") == root / "alias" / "deeper" / "x.png"
+    (root / "real" / "deeper" / "out").symlink_to(tmp_path / "elsewhere")  # two levels down, leading out
+    with pytest.raises(ValueError, match="escapes"):
+        safe_join(root, "real/deeper/out/x.png")
+    (root / "real" / "name.png").symlink_to(tmp_path / "elsewhere" / "secret")  # the output's own name
+    with pytest.raises(ValueError, match="escapes"):
+        safe_join(root, "real/name.png")
+    assert safe_join(root, "not/made/yet.png") == root / "not" / "made" / "yet.png"
+
+
+def test_safe_join_refuses_a_root_replaced_by_a_link_leading_elsewhere(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    assert safe_join(root, "a.png") == root / "a.png"  # the root's real path is remembered
+    root.rename(tmp_path / "moved")
+    root.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(ValueError, match="escapes"):
+        safe_join(root, "a.png")
+
+
 def test_write_atomic_creates_folders_and_leaves_no_temp(tmp_path: Path) -> None:
     target = write_atomic(tmp_path, "deep/er/out.png", b"payload")
     assert target.read_bytes() == b"payload"

@@ -77,6 +77,26 @@ def test_a_file_that_needs_no_job_leaves_no_trace(clock: Clock) -> None:
     assert s.queued == 0
 
 
+def test_a_byte_bound_keeps_big_files_few_in_flight_but_always_lets_one_start(clock: Clock) -> None:
+    s = Scheduler(window=8, max_attempts=3, window_bytes=100)
+    for rel in ("big1", "big2", "small1", "small2"):
+        s.offer(rel)
+    assert s.next_start(clock.now) == "big1"
+    s.started("big1", clock.now, size=150)  # alone over the bound: it may still run
+    assert s.next_start(clock.now) is None
+    assert s.finished("big1", "ok", clock.now) and s.settled("big1") is False
+    assert s.next_start(clock.now) == "big2"
+    s.started("big2", clock.now, size=60)
+    assert s.next_start(clock.now) == "small1"
+    s.started("small1", clock.now, size=30)
+    assert s.next_start(clock.now) == "small2"  # 90 bytes in flight: under the bound
+    s.started("small2", clock.now, size=30)
+    assert s.in_flight == 3
+    assert s.cut_off() == ["big2", "small1", "small2"]
+    s.offer("next")
+    assert s.next_start(clock.now) == "next"  # cut_off forgot their bytes too
+
+
 def test_window_and_attempts_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         Scheduler(window=0, max_attempts=1)

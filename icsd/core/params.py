@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import hashlib
 import json
 import math
@@ -201,11 +202,17 @@ class CompressParams:
         """A short digest of the fields: outputs made with equal fingerprints used equal settings (the journal
         records it per output, so changed settings remake outputs). Fields at their default are left out, so a
         field added later (defaulting to the old behaviour) leaves every recorded fingerprint valid."""
-        defaults = dataclasses.asdict(CompressParams())
-        fields = {name: str(value) if not isinstance(value, int | float | tuple | type(None)) else value
-                  for name, value in dataclasses.asdict(self).items() if value != defaults[name]}
-        text = json.dumps(fields, sort_keys=True, separators=(",", ":"))
-        return "sha1:" + hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:16]
+        return _fingerprint(self)
+
+
+@functools.lru_cache(maxsize=8)
+def _fingerprint(params: CompressParams) -> str:
+    """CompressParams.fingerprint, once per params (the daemon records it with every output)."""
+    defaults = dataclasses.asdict(CompressParams())
+    fields = {name: str(value) if not isinstance(value, int | float | tuple | type(None)) else value
+              for name, value in dataclasses.asdict(params).items() if value != defaults[name]}
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+    return "sha1:" + hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:16]
 
 
 def parse_size(text: str, *, setting: str) -> tuple[int, int]:

@@ -6,15 +6,26 @@ Split from the coordinator so the file-placement rules read in one place; the sc
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
+import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from icsd import __version__
 from icsd.daemon.identity import FileVersion
-from icsd.daemon.output import free_name, move_durably, write_atomic, write_failure
+from icsd.daemon.output import (
+    free_name,
+    move_durably,
+    safe_join,
+    spool_path,
+    sync_folders,
+    write_atomic,
+    write_failure,
+)
 
 __all__ = ["DISK_FULL", "Outputs", "StorageFull", "Task", "UnsafePathError"]
 
@@ -58,15 +69,49 @@ class Outputs:
         self.archive_root = archive_root
         self.on_success = on_success
 
-    def write(self, task: Task, data: bytes) -> None:
-        """Write the output durably. StorageFull: no space (hold it); UnsafePathError; other OSError."""
+    def write(self, task: Task, data: bytes, *, sync_folder: bool = True) -> Path:
+        """Write the output (see output.write_atomic for `sync_folder`); returns its path. StorageFull: no space
+        (hold it); UnsafePathError; other OSError."""
         try:
-            write_atomic(self.output_root, task.output, data)
+            return write_atomic(self.output_root, task.output, data, sync_folder=sync_folder)
         except ValueError as exc:
             raise UnsafePathError(str(exc)) from exc
         except OSError as exc:
             if exc.errno in DISK_FULL:
                 raise StorageFull(f"output disk full writing {task.output} ({exc.strerror})") from exc
+            raise
+
+    def spool_for(self, task: Task) -> str | None:
+        """A temporary path beside `task`'s output for a worker to write it to (see Executor.submit); None when
+        the output path is unsafe (the write then fails it, as without a spool)."""
+        try:
+            return spool_path(safe_join(self.output_root, task.output))
+        except ValueError:
+            return None
+
+    def place_spooled(self, task: Task, spool: str) -> str:
+        """Rename the output a worker wrote to `spool` into place (its name durable once the folder is synced);
+        returns its path."""
+        target = os.path.join(os.path.dirname(spool), task.output.rpartition("/")[2])  # spool_for made it there
+        os.replace(spool, target)
+        return target
+
+    @staticmethod
+    def discard_spool(spool: str | None) -> None:
+        """Remove what a job that produced no output may have left at `spool` (a worker killed mid-write)."""
+        if spool is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(spool)
+
+    @staticmethod
+    def sync_folders(outputs: Iterable[str | Path]) -> None:
+        """Make the names of outputs written with sync_folder=False durable: one fsync per folder.
+        StorageFull: no space; other OSError."""
+        try:
+            sync_folders(dict.fromkeys(os.path.dirname(output) for output in outputs))
+        except OSError as exc:
+            if exc.errno in DISK_FULL:
+                raise StorageFull(f"output disk full syncing {exc.filename or 'the output folders'}") from exc
             raise
 
     def dispose_original(self, task: Task) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from icsd.daemon.inputs import printable, scan_tree
+from icsd.daemon.inputs import printable, scan_relative
 from icsd.daemon.journal import Journal
 from icsd.errors import TransientError
 
@@ -28,9 +28,9 @@ log = logging.getLogger("icsd")
 def scan_largest_first(input_root: Path, *, exclude: Sequence[Path], ready: Callable[[str], None]) -> None:
     """Report every input below `input_root` now, largest first: the long jobs start early and small ones fill in
     at the end, instead of a big image finishing alone on one worker while the others sit idle (LPT)."""
-    found = scan_tree(input_root, exclude=exclude, on_skip=_skipped)
-    for path, _size in sorted(found, key=lambda item: item[1], reverse=True):
-        ready(path.relative_to(input_root).as_posix())
+    found = scan_relative(input_root, exclude=exclude, on_skip=_skipped)
+    for rel, _size in sorted(found, key=lambda item: item[1], reverse=True):
+        ready(rel)
 
 
 def start_watcher(settings: Settings, input_root: Path, *, exclude: Sequence[Path],

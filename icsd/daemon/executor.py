@@ -8,12 +8,16 @@ sees `concurrent.futures.Future[JobOutcome]`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import logging
+import math
 import multiprocessing
 import os
 import select
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.process import BaseProcess
@@ -22,6 +26,7 @@ from typing import Protocol
 
 from icsd.core import CompressParams, JobOutcome, compress_job
 from icsd.daemon.fork_server import init_worker, start_worker_server
+from icsd.daemon.output import write_spool
 from icsd.errors import SettingsError
 
 __all__ = ["NOT_STARTED", "STOP_SECONDS", "WORKER_DIED", "Executor", "ProcessExecutor", "create_executor"]
@@ -32,16 +37,28 @@ WORKER_DIED = "worker process died (killed by a signal or out of memory)"
 NOT_STARTED = "not started: icsd was stopping"
 # How long shutdown(cancel=True) waits for terminated workers (and then killed ones) to exit.
 STOP_SECONDS = 5.0
+BATCH_IMAGES = 6  # small images per pool task at most
+SMALL_IMAGE_BYTES = 512 * 1024  # a larger file is a task of its own (its compression dwarfs the overhead)
 
 
 class Executor(Protocol):
     """What the daemon needs from an executor."""
 
     name: str
+    # True when workers share this machine's file system: a job given a `spool` path writes its output there.
+    writes_spool: bool
 
-    def submit(self, data: bytes, params: CompressParams, *, name: str = "") -> Future[JobOutcome]:
+    def submit(
+        self, data: bytes, params: CompressParams, *, name: str = "", spool: str | None = None
+    ) -> Future[JobOutcome]:
         """Start one job; the future never raises for a bad image (see JobOutcome). `name` (the image's
-        relative path) is for the executor's own log lines."""
+        relative path) is for the executor's own log lines. `spool` (only if `writes_spool`): a path that does
+        not exist yet, beside the output; the worker writes the output there, fsynced, and returns the
+        result with empty `data`; if it cannot (e.g. no space), it returns the data as usual."""
+        ...
+
+    def flush(self) -> None:
+        """Send what `submit` may have kept back to batch (the daemon calls it after each round of submits)."""
         ...
 
     def healthy(self) -> bool:
@@ -72,6 +89,7 @@ class ProcessExecutor:
     """
 
     name = "process"
+    writes_spool = True  # the output is written by the worker, off the daemon's thread (docs/scale.md)
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
@@ -81,6 +99,8 @@ class ProcessExecutor:
         self._stopping = self._context.Event()
         self._jobs: set[Future[JobOutcome]] = set()  # submitted and not done (stop_starting cancels them)
         self._jobs_lock = threading.Lock()
+        # Small images submitted and not yet sent (see flush): (data, params, spool, the image's future).
+        self._pending: list[tuple[bytes, CompressParams, str | None, Future[JobOutcome]]] = []
         self._pool = self._new_pool()
         self._probes: list[Future[None]] = []
         self._probes_sent = threading.Event()
@@ -89,15 +109,57 @@ class ProcessExecutor:
         # overlaps with the daemon's own start-up and folder scan instead of delaying image one.
         threading.Thread(target=self._start_workers, name="icsd-pool-start", daemon=True).start()
 
-    def submit(self, data: bytes, params: CompressParams, *, name: str = "") -> Future[JobOutcome]:
+    @property
+    def in_flight_hint(self) -> int:
+        """Images the daemon should keep in flight: two full batches per worker, so small images travel
+        several to a task and a worker never waits for its next one (the byte window bounds big ones)."""
+        return 2 * BATCH_IMAGES * self.workers
+
+    def submit(
+        self, data: bytes, params: CompressParams, *, name: str = "", spool: str | None = None
+    ) -> Future[JobOutcome]:
+        """A large image is sent at once; a small one waits for `flush` (the daemon flushes after each round
+        of submits), which sends small images several to a task."""
+        if len(data) >= SMALL_IMAGE_BYTES:
+            return self._send(_run_job, data, params, spool)
+        job: Future[JobOutcome] = Future()
+        self._pending.append((data, params, spool, job))
+        return job
+
+    def flush(self) -> None:
+        """Send the small images submitted since the last flush: up to BATCH_IMAGES to a task, but never more
+        than their share of them, so every worker gets work. A pool task costs ~0.3 ms of the daemon's CPU
+        in concurrent.futures' threads (pickling, pipes, wake-ups): as much as the rest of a small image's
+        bookkeeping (docs/scale.md)."""
+        pending, self._pending = self._pending, []
+        alike: dict[int, list[tuple[bytes, CompressParams, str | None, Future[JobOutcome]]]] = {}
+        for item in pending:  # a task has one params object (the daemon's are all one)
+            alike.setdefault(id(item[1]), []).append(item)
+        for group in alike.values():
+            size = max(1, min(BATCH_IMAGES, math.ceil(len(group) / self.workers)))
+            for start in range(0, len(group), size):
+                self._send_batch(group[start : start + size])
+
+    def _send_batch(self, batch: list[tuple[bytes, CompressParams, str | None, Future[JobOutcome]]]) -> None:
+        jobs = [job for _data, _params, _spool, job in batch]
+        try:
+            task = self._send(_run_jobs, [(data, spool) for data, _params, spool, _job in batch], batch[0][1])
+        except Exception as exc:  # a pool that cannot take work: each image's future says so
+            for job in jobs:
+                job.set_exception(exc)
+            return
+        task.add_done_callback(functools.partial(_settle_jobs, jobs))
+
+    def _send(self, function: Callable[..., object], *args: object) -> Future:
+        """Submit one pool task, replacing a pool that a killed worker broke."""
         self._probes_sent.wait()  # a pool's first calls are its probes (see failure)
         try:
-            future = self._pool.submit(_run_job, data, params)
+            future = self._pool.submit(function, *args)
         except BrokenProcessPool:
             if self.failure() is not None:
                 raise  # no new pool would fare better
             self._replace_pool()
-            future = self._pool.submit(_run_job, data, params)
+            future = self._pool.submit(function, *args)
         with self._jobs_lock:
             self._jobs.add(future)
         future.add_done_callback(self._forget_job)
@@ -207,11 +269,47 @@ def _ready() -> None:
 _stopping: EventType | None = None  # in a worker: the executor's stop_starting event
 
 
-def _run_job(data: bytes, params: CompressParams) -> JobOutcome:
-    """compress_job, unless the daemon stopped starting jobs before this worker got to this one."""
+def _run_job(data: bytes, params: CompressParams, spool: str | None = None) -> JobOutcome:
+    """compress_job, unless the daemon stopped starting jobs before this worker got to this one; with `spool`,
+    the output written there (see Executor.submit) instead of sent back."""
     if _stopping is not None and _stopping.is_set():
         raise CancelledError(NOT_STARTED)
-    return compress_job(data, params)
+    outcome = compress_job(data, params)
+    if spool is None or outcome.result is None:
+        return outcome
+    try:
+        write_spool(spool, outcome.result.data)
+    except OSError:  # no space, or the folder is not there yet: the daemon writes it (and reports why)
+        return outcome
+    return dataclasses.replace(outcome, result=dataclasses.replace(outcome.result, data=b""))
+
+
+def _run_jobs(jobs: list[tuple[bytes, str | None]], params: CompressParams) -> list[JobOutcome | BaseException]:
+    """Several small images in one pool task: _run_job's outcome, or what it raised, for each, in order."""
+    outcomes: list[JobOutcome | BaseException] = []
+    for data, spool in jobs:
+        try:
+            outcomes.append(_run_job(data, params, spool))
+        except Exception as exc:  # CancelledError(NOT_STARTED) once the daemon stops starting jobs
+            outcomes.append(exc)
+    return outcomes
+
+
+def _settle_jobs(jobs: list[Future[JobOutcome]], task: Future) -> None:
+    """Hand a pool task's outcome to the futures of the images in it (a cancelled or broken task: to each)."""
+    if task.cancelled():
+        for job in jobs:
+            job.cancel()
+        return
+    error = task.exception()
+    outcomes = [error] * len(jobs) if error is not None else task.result()
+    for job, outcome in zip(jobs, outcomes, strict=True):
+        if job.done():
+            continue
+        if isinstance(outcome, BaseException):
+            job.set_exception(outcome)
+        else:
+            job.set_result(outcome)
 
 
 def _init_worker(parent: int, stopping: EventType) -> None:

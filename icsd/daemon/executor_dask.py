@@ -76,6 +76,7 @@ class DaskExecutor:
     """
 
     name = "dask"
+    writes_spool = False  # workers may be elsewhere: results come back as bytes
 
     def __init__(self, scheduler: str, *, workers: int, connect_timeout: float = CONNECT_TIMEOUT) -> None:
         self.scheduler = scheduler
@@ -114,8 +115,11 @@ class DaskExecutor:
         waits for the round trip of its next task (the process pool needs only 2 per worker)."""
         return 2 * BATCH_IMAGES * self._threads
 
-    def submit(self, data: bytes, params: CompressParams, *, name: str = "") -> Future[JobOutcome]:
-        """`name` (the image's relative path) only appears in log lines about lost workers."""
+    def submit(
+        self, data: bytes, params: CompressParams, *, name: str = "", spool: str | None = None
+    ) -> Future[JobOutcome]:
+        """`name` (the image's relative path) only appears in log lines about lost workers. `spool` is not used:
+        workers may be on other machines, so results come back as bytes (writes_spool is False)."""
         self._live_client()  # a lost scheduler refuses the job now, not after the batch wait
         bridge: Future[JobOutcome] = Future()
         bridge.set_running_or_notify_cancel()  # the daemon never cancels a job; cancel() becomes a no-op
@@ -133,6 +137,9 @@ class DaskExecutor:
             self._pending_params = params
             self._wake.notify()
         return bridge
+
+    def flush(self) -> None:
+        """Nothing to do: the batcher thread sends small images itself, after at most BATCH_WAIT."""
 
     def healthy(self) -> bool:
         """Connected to the scheduler, which has at least one worker (one round trip)."""

@@ -27,6 +27,7 @@ __all__ = [
     "printable",
     "read_regular",
     "remote_fs_type",
+    "scan_relative",
     "scan_tree",
     "skip_reason",
     "unusable_reason",
@@ -161,11 +162,22 @@ def scan_tree(
     """(path, size in bytes) of the regular candidate files below `root` (one-shot, no quiet period);
     other candidates are reported via on_skip."""
     top = os.path.abspath(root)
+    for rel, size in scan_relative(root, exclude=exclude, on_skip=on_skip):
+        yield Path(top, rel), size
+
+
+def scan_relative(
+    root: Path, *, exclude: Collection[Path] = (), on_skip: Callable[[Path, str], None] | None = None
+) -> Iterator[tuple[str, int]]:
+    """scan_tree's files as (POSIX path relative to `root`, size): strings only, the daemon's per-file form."""
+    top = os.path.abspath(root)
+    start = len(top) + 1
     excluded = {os.path.abspath(p) for p in exclude}
     for path, st in walk_candidates(top, root=top, excluded=excluded):
-        reason = unusable_reason(os.path.relpath(path, top), st.st_mode)
+        rel = path[start:]
+        reason = unusable_reason(rel, st.st_mode)
         if reason is None:
-            yield Path(path), st.st_size
+            yield rel, st.st_size
         elif on_skip is not None:
             on_skip(Path(path), reason)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from icsd.daemon.delivery import Task
 from icsd.daemon.identity import FileVersion
 from icsd.daemon.inputs import read_error, read_regular
-from icsd.daemon.journal import Journal, content_digest
+from icsd.daemon.journal import Journal, OwnerOf, content_digest
 from icsd.daemon.output import output_name, output_names
 from icsd.errors import InputError
 
@@ -66,6 +66,7 @@ class Intake:
         self.input_root = input_root
         self.output_root = output_root
         self.fingerprint = fingerprint
+        self._folders = (os.fspath(output_root), os.fspath(input_root))  # for isdir per candidate, no Path
 
     def admit(self, rel: str) -> Admission:
         """Decide about the file at `rel` now. A journal that cannot be written raises TransientError."""
@@ -83,25 +84,25 @@ class Intake:
         except OSError as exc:
             return Unreadable(read_error(exc))
         version = FileVersion.of(rel, info, content_digest(data))
-        if not self.journal.claim(version, self.fingerprint):
+        output = self.journal.claim_output(version, self.fingerprint, lambda owner_of, previous:
+                                           self.free_output(rel, owner_of, previous))
+        if output is None:
             return Skipped("same content as a version already done or failed")
-        output = self.free_output(rel)
-        self.journal.reserve_output(rel, output)
         return Admitted(Task(version, path, output), data)
 
-    def free_output(self, rel: str) -> str:
-        """The first of `rel`'s output names (output.output_names) that no other input owns and no folder
-        occupies, in the output or the input (whose folders the output mirrors): an output is never shared,
-        so never silently overwritten, however input names collide."""
+    def free_output(self, rel: str, owner_of: OwnerOf, previous: str | None) -> str:
+        """The first of `rel`'s output names (output.output_names) that no other input owns (`owner_of`) and no
+        folder occupies, in the output or the input (whose folders the output mirrors): an output is never
+        shared, so never silently overwritten, however input names collide. `previous`: the output `rel`
+        already had (the warning about a taken name is said once, not on every retry)."""
         natural, holder = output_name(rel), None
         for output in output_names(rel):
-            owner = self.journal.output_owner(output)
-            folder = os.path.isdir(self.output_root / output) or os.path.isdir(self.input_root / output)
+            owner = owner_of(output)
+            folder = any(os.path.isdir(os.path.join(root, output)) for root in self._folders)
             if (owner is None or owner == rel) and not folder:
                 break
             holder = holder or (owner if owner not in (None, rel) else "a folder")  # who has the natural name
-        entry = self.journal.get(rel)
-        if output != natural and (entry is None or entry.output != output):  # said once, not on every retry
+        if output != natural and previous != output:
             log.warning("%s: %s already belongs to %s; writing %s", rel, natural, holder, output)
         return output
 

@@ -16,7 +16,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +26,7 @@ from typing import Any, Self
 from icsd.daemon.identity import FileVersion
 from icsd.errors import SettingsError, TransientError
 
-__all__ = ["SCHEMA_VERSION", "DoneRow", "Entry", "Journal", "State", "content_digest"]
+__all__ = ["SCHEMA_VERSION", "DoneMark", "DoneRow", "Entry", "Journal", "OwnerOf", "State", "content_digest"]
 
 SCHEMA_VERSION = 3
 # Steps from each older schema to the next, run in one transaction on open (read-write). 1 -> 2: `stats`,
@@ -86,6 +86,19 @@ class DoneRow:
 
     entry: Entry
     stats: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class DoneMark:
+    """One output to record as done (see Journal.mark_done, mark_done_many)."""
+
+    rel: str
+    output: str
+    digest: str | None = None
+    stats: dict[str, Any] | None = None
+
+
+OwnerOf = Callable[[str], "str | None"]  # an output name -> the input that owns it (Journal.output_owner)
 
 
 _SCHEMA = f"""
@@ -167,11 +180,8 @@ class Journal:
 
     def output_owner(self, output: str) -> str | None:
         """The input that owns `output` (done, in progress or awaiting retry), so two inputs never share one."""
-        row = self._one(
-            "SELECT rel FROM files WHERE output = ? AND state IN (?, ?, ?) ORDER BY rel LIMIT 1",
-            (output, *_OWNING),
-        )
-        return None if row is None else str(row[0])
+        with self._lock:
+            return _owner(self._db, output)
 
     def unfinished(self) -> list[Entry]:
         """PENDING and IN_PROGRESS rows, oldest first: what a restart must requeue."""
@@ -215,42 +225,20 @@ class Journal:
         """
         if version.digest is None:
             raise ValueError(f"claim needs the digest of {version.rel!r}: read the file first")
-        now = time.time()
         with self._write(durable=False) as db:
-            row = db.execute(
-                "SELECT size, digest, state, fingerprint FROM files WHERE rel = ?", (version.rel,)
-            ).fetchone()
-            if row is None:
-                db.execute(
-                    f"INSERT INTO files ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, 1, NULL, NULL, ?)",
-                    (version.rel, version.size, version.mtime_ns, version.digest, State.IN_PROGRESS.value, now),
-                )
-                return True
-            size, digest, state, made_with = row
-            if size != version.size or digest != version.digest:
-                db.execute(
-                    "UPDATE files SET size = ?, mtime_ns = ?, digest = ?, state = ?, attempts = 1,"
-                    " output = NULL, error = NULL, stats = NULL, fingerprint = NULL, updated = ? WHERE rel = ?",
-                    (version.size, version.mtime_ns, version.digest, State.IN_PROGRESS.value, now, version.rel),
-                )
-                return True
-            if state == State.DONE.value and None not in (fingerprint, made_with) and made_with != fingerprint:
-                db.execute(
-                    "UPDATE files SET mtime_ns = ?, state = ?, attempts = 1, error = NULL, updated = ? WHERE rel = ?",
-                    (version.mtime_ns, State.IN_PROGRESS.value, now, version.rel),
-                )
-                return True
-            if state in _SETTLED:
-                db.execute(
-                    "UPDATE files SET mtime_ns = ? WHERE rel = ? AND mtime_ns != ?",
-                    (version.mtime_ns, version.rel, version.mtime_ns),
-                )
-                return False
-            db.execute(
-                "UPDATE files SET mtime_ns = ?, state = ?, attempts = attempts + 1, updated = ? WHERE rel = ?",
-                (version.mtime_ns, State.IN_PROGRESS.value, now, version.rel),
-            )
-            return True
+            return bool(_claim(db, version, fingerprint))
+
+    def claim_output(
+        self, version: FileVersion, fingerprint: str | None, choose: Callable[[OwnerOf, str | None], str]
+    ) -> str | None:
+        """`claim`, and when claimed, reserve the output name `choose(owner_of, previous)` picks, in one
+        transaction (one commit per admitted file, not two). `owner_of(name)` is `output_owner` inside it;
+        `previous` is the output the row already had (a retry or a remake keeps it). None: not claimed."""
+        if version.digest is None:
+            raise ValueError(f"claim needs the digest of {version.rel!r}: read the file first")
+        with self._write(durable=False) as db:
+            output = _claim(db, version, fingerprint, choose)
+            return output if isinstance(output, str) else None
 
     def reserve_output(self, rel: str, output: str) -> None:
         """Record the intended output path before writing it, so `output_owner` sees it even after a crash."""
@@ -263,6 +251,13 @@ class Journal:
         """Record success, with the output's `stats` (JSON-able, for the manifest). With `digest`, only if the row
         still holds that content (False: it was replaced)."""
         return self._finish(rel, State.DONE, output=output, error=None, digest=digest, stats=stats)
+
+    def mark_done_many(self, done: Sequence[DoneMark]) -> list[bool]:
+        """`mark_done` for several outputs in one durable transaction (group commit: one WAL fsync for the
+        group, not one per file); all or none. One bool per mark, in order."""
+        with self._write() as db:
+            return [_finish_row(db, mark.rel, State.DONE, output=mark.output, error=None, digest=mark.digest,
+                                stats=mark.stats) for mark in done]
 
     def mark_failed(self, rel: str, error: str, *, digest: str | None = None) -> bool:
         """Record a permanent failure: the same content is never retried. `digest` as in `mark_done`."""
@@ -390,20 +385,8 @@ class Journal:
         self, rel: str, state: State, *, output: str | None, error: str | None, digest: str | None,
         stats: dict[str, Any] | None = None,
     ) -> bool:
-        recorded = None if stats is None else json.dumps(stats, separators=(",", ":"), sort_keys=True)
-        fingerprint = None if stats is None else stats.get("fingerprint")
-        values = (state.value, output, error, time.time(), recorded, fingerprint, rel)
-        update = ("UPDATE files SET state = ?, output = COALESCE(?, output), error = ?, updated = ?, stats = ?,"
-                  " fingerprint = ? WHERE rel = ?")
         with self._write() as db:
-            if digest is None:
-                _require(db.execute(update, values), rel)
-                return True
-            cur = db.execute(update + " AND digest = ?", (*values, digest))
-            if cur.rowcount == 0:
-                _require(db.execute("SELECT 1 FROM files WHERE rel = ?", (rel,)), rel, select=True)
-                return False
-            return True
+            return _finish_row(db, rel, state, output=output, error=error, digest=digest, stats=stats)
 
     def _columns(self) -> set[str]:
         return {str(row[1]) for row in self._rows("PRAGMA table_info(files)")}
@@ -459,3 +442,89 @@ def _entry(row: tuple[object, ...]) -> Entry:
         error=None if error is None else str(error),
         updated=float(updated),  # type: ignore[arg-type]
     )
+
+
+def _claim(
+    db: sqlite3.Connection, version: FileVersion, fingerprint: str | None,
+    choose: Callable[[OwnerOf, str | None], str] | None = None,
+) -> bool | str | None:
+    """Journal.claim inside an open transaction; with `choose`, Journal.claim_output (the output name or None)."""
+    now = time.time()
+    row = db.execute(
+        "SELECT size, digest, state, fingerprint, output FROM files WHERE rel = ?", (version.rel,)
+    ).fetchone()
+    if row is None:  # a new file (the common case): its output chosen first, then one INSERT
+        output = None if choose is None else choose(lambda name: _owner(db, name), None)
+        db.execute(
+            f"INSERT INTO files ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, 1, ?, NULL, ?)",
+            (version.rel, version.size, version.mtime_ns, version.digest, State.IN_PROGRESS.value, output, now),
+        )
+        return True if choose is None else output
+    claimed = _claim_known(db, version, fingerprint, row, now)
+    if choose is None:
+        return claimed
+    if not claimed:
+        return None
+    previous = None if row[1] != version.digest or row[0] != version.size else row[4]  # a replaced file's is reset
+    output = choose(lambda name: _owner(db, name), previous)
+    db.execute("UPDATE files SET output = ? WHERE rel = ?", (output, version.rel))
+    return output
+
+
+def _claim_known(
+    db: sqlite3.Connection, version: FileVersion, fingerprint: str | None, row: tuple[Any, ...], now: float
+) -> bool:
+    """_claim for a path the journal knows."""
+    size, digest, state, made_with, _output = row
+    if size != version.size or digest != version.digest:
+        db.execute(
+            "UPDATE files SET size = ?, mtime_ns = ?, digest = ?, state = ?, attempts = 1,"
+            " output = NULL, error = NULL, stats = NULL, fingerprint = NULL, updated = ? WHERE rel = ?",
+            (version.size, version.mtime_ns, version.digest, State.IN_PROGRESS.value, now, version.rel),
+        )
+        return True
+    if state == State.DONE.value and None not in (fingerprint, made_with) and made_with != fingerprint:
+        db.execute(
+            "UPDATE files SET mtime_ns = ?, state = ?, attempts = 1, error = NULL, updated = ? WHERE rel = ?",
+            (version.mtime_ns, State.IN_PROGRESS.value, now, version.rel),
+        )
+        return True
+    if state in _SETTLED:
+        db.execute(
+            "UPDATE files SET mtime_ns = ? WHERE rel = ? AND mtime_ns != ?",
+            (version.mtime_ns, version.rel, version.mtime_ns),
+        )
+        return False
+    db.execute(
+        "UPDATE files SET mtime_ns = ?, state = ?, attempts = attempts + 1, updated = ? WHERE rel = ?",
+        (version.mtime_ns, State.IN_PROGRESS.value, now, version.rel),
+    )
+    return True
+
+
+def _owner(db: sqlite3.Connection, output: str) -> str | None:
+    """Journal.output_owner on `db`."""
+    row = db.execute(
+        "SELECT rel FROM files WHERE output = ? AND state IN (?, ?, ?) ORDER BY rel LIMIT 1", (output, *_OWNING)
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def _finish_row(
+    db: sqlite3.Connection, rel: str, state: State, *, output: str | None, error: str | None, digest: str | None,
+    stats: dict[str, Any] | None,
+) -> bool:
+    """Set a row DONE or FAILED inside an open transaction; with `digest`, only if the row still holds it."""
+    recorded = None if stats is None else json.dumps(stats, separators=(",", ":"), sort_keys=True)
+    fingerprint = None if stats is None else stats.get("fingerprint")
+    values = (state.value, output, error, time.time(), recorded, fingerprint, rel)
+    update = ("UPDATE files SET state = ?, output = COALESCE(?, output), error = ?, updated = ?, stats = ?,"
+              " fingerprint = ? WHERE rel = ?")
+    if digest is None:
+        _require(db.execute(update, values), rel)
+        return True
+    cur = db.execute(update + " AND digest = ?", (*values, digest))
+    if cur.rowcount == 0:
+        _require(db.execute("SELECT 1 FROM files WHERE rel = ?", (rel,)), rel, select=True)
+        return False
+    return True

@@ -155,6 +155,9 @@ def _stats_from_disk(path: Path) -> dict[str, Any]:
 
 def _plte_hex(png: bytes) -> str | None:
     """A palette PNG's PLTE as '#rrggbb ...', in order; None for a truecolour or grey PNG (size-only)."""
+    if png[25:26] == b"\x03" and png[37:41] == b"PLTE":  # icsd's own PNGs: PLTE right after IHDR (~20x faster)
+        plte = png[41 : 41 + int.from_bytes(png[33:37], "big")].hex()
+        return " ".join("#" + plte[i : i + 6] for i in range(0, len(plte), 6))
     try:
         return " ".join(Palette.decode(png, ".png").hex()) if png[25:26] == b"\x03" else None
     except ParameterError:

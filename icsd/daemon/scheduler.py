@@ -59,17 +59,21 @@ class Scheduler(Generic[J]):
     (the counters may be read from another thread for a status line)."""
 
     def __init__(self, *, window: int, max_attempts: int, probe_seconds: float = PROBE_SECONDS,
-                 max_backoff: float = MAX_BACKOFF_SECONDS) -> None:
+                 max_backoff: float = MAX_BACKOFF_SECONDS, window_bytes: int | None = None) -> None:
+        """`window`: jobs in flight at most; `window_bytes`: input bytes in flight at most (None: no bound),
+        so a wide window for small images does not hold as many big ones in memory (one job always may)."""
         if window < 1 or max_attempts < 1:
             raise ValueError("window and max_attempts must be at least 1")
         self.window = window
+        self.window_bytes = window_bytes
+        self._in_flight_bytes = 0
         self.max_attempts = max_attempts
         self.probe_seconds = probe_seconds
         self.max_backoff = max_backoff
         self._backlog: deque[str] = deque()
         self._retries: list[tuple[float, str]] = []  # heap of (due, rel)
         self._waiting: set[str] = set()  # rels in the backlog or the retry heap
-        self._in_flight: dict[str, None] = {}  # insertion-ordered set
+        self._in_flight: dict[str, int] = {}  # rel -> its input bytes, insertion-ordered
         self._held: deque[tuple[str, J]] = deque()
         self._recheck: set[str] = set()
         self._read_failures: dict[str, int] = {}  # attempts of files not claimed yet (they have no journal row)
@@ -99,15 +103,18 @@ class Scheduler(Generic[J]):
         self._release_due(now)
         if not self._backlog or len(self._in_flight) >= self.window or self._held or self.storage_blocked(now):
             return None
+        if self.window_bytes is not None and self._in_flight and self._in_flight_bytes >= self.window_bytes:
+            return None
         rel = self._backlog.popleft()
         self._waiting.discard(rel)
         return rel
 
-    def started(self, rel: str, now: float) -> None:
-        """`rel`'s job was submitted."""
+    def started(self, rel: str, now: float, size: int = 0) -> None:
+        """`rel`'s job was submitted; `size`: its input bytes (counted against window_bytes)."""
         if not self._in_flight:
             self._last_progress = now  # an idle spell is not a stall
-        self._in_flight[rel] = None
+        self._in_flight_bytes += size - self._in_flight.get(rel, 0)
+        self._in_flight[rel] = size
         self._read_failures.pop(rel, None)
 
     def not_started(self, rel: str) -> None:
@@ -144,7 +151,7 @@ class Scheduler(Generic[J]):
     def finished(self, rel: str, result: J, now: float) -> bool:
         """`rel`'s job ended with `result`. True: save it now (then `settled`, or `hold` if storage is full).
         False: it is held, because storage is full or older results wait (they are saved in order)."""
-        self._in_flight.pop(rel, None)
+        self._in_flight_bytes -= self._in_flight.pop(rel, 0)
         self._last_progress = now
         if self._held or self.storage_blocked(now):
             self._held.append((rel, result))
@@ -217,7 +224,7 @@ class Scheduler(Generic[J]):
 
     def cut_off(self) -> list[str]:
         """The drain bound passed: the files still in flight, to give back (pending, done on the next start)."""
-        rels, self._in_flight = list(self._in_flight), {}
+        rels, self._in_flight, self._in_flight_bytes = list(self._in_flight), {}, 0
         return rels
 
     # -- counters ----------------------------------------------------------------------------

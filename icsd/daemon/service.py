@@ -29,7 +29,7 @@ from icsd.daemon.discovery import requeue_unfinished, scan_largest_first, start_
 from icsd.daemon.executor import NOT_STARTED, WORKER_DIED, Executor, create_executor
 from icsd.daemon.folders import create_folders, hold_lock
 from icsd.daemon.intake import Intake, Skipped, Unreadable
-from icsd.daemon.journal import Journal
+from icsd.daemon.journal import DoneMark, Journal
 from icsd.daemon.leftovers import reclaim_semaphores
 from icsd.daemon.manifest import done_stats
 from icsd.daemon.metrics import Metrics, NullMetrics, create_metrics
@@ -49,6 +49,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("icsd")
 
 TICK_SECONDS = 0.2
+# Input bytes in flight per worker at most: a wide window for small images holds few big ones (one always runs).
+WINDOW_BYTES_PER_WORKER = 16 * 1024 * 1024
+GROUP_MAX = 64  # outputs saved per group commit at most (bounds its latency and transaction)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,12 +69,16 @@ class Ready:
     rel: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Done:
-    """A job ended (well or not): its task and the future that holds its outcome."""
+    """A job ended (well or not): its task, the future that holds its outcome, and the spool path its worker
+    was given (see Executor.submit). `placed`: where the spooled output was renamed into place, once it was
+    (a group whose commit failed is saved again later: the rename is not repeated)."""
 
     task: Task
     future: Future[JobOutcome]
+    spool: str | None = None
+    placed: str | None = None
 
 
 class Service:
@@ -85,7 +92,8 @@ class Service:
         self.output_root = settings.output_dir.resolve()
         self.tally = Tally(grey=self.params.grayscale)
         self.scheduler: Scheduler[Done] = Scheduler(window=2 * settings.worker_count,
-                                                    max_attempts=settings.max_attempts)
+                                                    max_attempts=settings.max_attempts,
+                                                    window_bytes=WINDOW_BYTES_PER_WORKER * settings.worker_count)
         self.outputs = Outputs(self.output_root, settings.failed_path.resolve(),
                                archive_root=settings.archive_dir.resolve() if settings.archive_dir else None,
                                on_success=settings.on_success)
@@ -141,7 +149,7 @@ class Service:
         self.metrics.set_runtime_source(lambda: self.tally.runtime)
         executor = self._executor = create_executor(settings.executor, workers=settings.worker_count,
                                                     scheduler=settings.dask_scheduler)
-        # Dask batches several small images per task: its window is wider than the pool's.
+        # Both executors send small images several to a task: the window is wide, and bounded in bytes too.
         self.scheduler.window = max(self.scheduler.window, getattr(executor, "in_flight_hint", 0))
         stack.callback(self._drain, executor)
         watcher = None
@@ -201,27 +209,37 @@ class Service:
         self._events.put(Ready(rel))
 
     def _handle_events(self, timeout: float) -> None:
+        """Take every event waiting (or the first within `timeout`); jobs that ended meanwhile are saved as one
+        group (see _save)."""
         try:
             event = self._events.get(timeout=timeout)
         except queue.Empty:
             return
+        ended: list[Done] = []
         while True:
             if isinstance(event, Ready):
                 self.scheduler.offer(event.rel)
             else:
-                self._finish(event)
+                ended.append(event)
+                if len(ended) >= GROUP_MAX:
+                    self._finish(ended)
+                    ended = []
             try:
                 event = self._events.get_nowait()
             except queue.Empty:
-                return
+                break
+        self._finish(ended)
 
     def _fill(self, executor: Executor) -> None:
         now = time.monotonic()
-        while (rel := self.scheduler.next_start(now)) is not None:
-            try:
-                self._start_job(executor, rel, now)
-            except TransientError as exc:  # the journal cannot be written (disk full, locked): try again later
-                self._storage_failed(self.scheduler.put_back(rel, now, exc.message), exc.message)
+        try:
+            while (rel := self.scheduler.next_start(now)) is not None:
+                try:
+                    self._start_job(executor, rel, now)
+                except TransientError as exc:  # the journal cannot be written (disk full, locked): try again later
+                    self._storage_failed(self.scheduler.put_back(rel, now, exc.message), exc.message)
+        finally:
+            executor.flush()  # small images go several to a task
 
     def _start_job(self, executor: Executor, rel: str, now: float) -> None:
         admission = self.intake.admit(rel)
@@ -232,79 +250,122 @@ class Service:
             self._retry_later(rel, admission.error)
             return
         task = admission.task
+        spool = self.outputs.spool_for(task) if executor.writes_spool else None
         try:
-            future = executor.submit(admission.data, self.params, name=rel)
+            future = executor.submit(admission.data, self.params, name=rel, spool=spool)
         except Exception as exc:  # an executor that cannot take work now (e.g. cluster unreachable)
             if self._executor_failed(rel):
                 self.scheduler.not_started(rel)
             else:
                 self._retry_later(rel, f"executor refused the job: {exc}")
             return
-        self.scheduler.started(rel, now)
-        future.add_done_callback(lambda done, task=task: self._events.put(Done(task, done)))
+        self.scheduler.started(rel, now, len(admission.data))
+        future.add_done_callback(lambda done, task=task: self._events.put(Done(task, done, spool)))
 
-    # -- finishing a job ----------------------------------------------------------------------
+    # -- finishing jobs ------------------------------------------------------------------------
 
-    def _finish(self, done: Done) -> None:
-        """Save a finished job's outcome, or hold it if storage is full (then nothing about it changed)."""
-        rel = done.task.rel
-        if not self.scheduler.finished(rel, done, time.monotonic()):
-            return  # held: saved in order once storage works
-        try:
-            self._complete(done)
-        except (StorageFull, TransientError) as exc:
-            reason = _storage_reason(exc)
-            self._storage_failed(self.scheduler.hold(rel, done, time.monotonic(), reason), reason)
-            return
-        self._settled(rel)
+    def _finish(self, ended: list[Done]) -> None:
+        """Save the outcomes of jobs that ended, in the order they ended; held instead while storage is full
+        or older results are held (they are saved first, by _flush_held)."""
+        now = time.monotonic()
+        self._save([done for done in ended if self.scheduler.finished(done.task.rel, done, now)], held=False)
 
     def _flush_held(self) -> None:
         """When a probe is due, save held outcomes in order; the first that still does not fit stops the round."""
-        now = time.monotonic()
-        while (head := self.scheduler.next_held(now)) is not None:
-            rel, done = head
-            try:
-                self._complete(done)
-            except (StorageFull, TransientError) as exc:
-                reason = _storage_reason(exc)
-                self._storage_failed(self.scheduler.storage_failed(now, reason), reason)
+        while (head := self.scheduler.next_held(time.monotonic())) is not None:
+            if not self._save([head[1]], held=True):
                 return
-            self._settled(rel)
 
-    def _complete(self, done: Done) -> None:
-        """Record the outcome; idempotent, so a held job can run through here again after a disk-full."""
+    def _save(self, dones: list[Done], *, held: bool) -> bool:
+        """Record outcomes as one group (group commit): every output written and its data fsynced, each folder
+        written to fsynced once, one durable journal transaction marking them all done, and only then the
+        originals disposed of. Per small image that is one folder fsync and one journal fsync per group
+        instead of one each (docs/scale.md). Outcomes without a result (failures, retries) are recorded one by
+        one. False when storage is full: the outcome that did not fit and those after it are held (`held`: they
+        are held already, from the first), and nothing about them changed."""
+        written: list[tuple[Done, Result, str | Path]] = []
+        for index, done in enumerate(dones):
+            try:
+                result = self._complete(done)
+                output = None if result is None else self._write_output(done, result)
+            except (StorageFull, TransientError) as exc:
+                self._storage_full([done for done, _result, _path in written] + dones[index:], exc, held=held)
+                return False
+            if output is None:
+                self._settled(done.task.rel)  # a failure or retry recorded
+            else:
+                written.append((done, result, output))  # type: ignore[arg-type]  # result is set with output
+        if not written:
+            return True
+        marks = [DoneMark(done.task.rel, done.task.output, digest=done.task.version.digest,
+                          stats=done_stats(result, self.params)) for done, result, _path in written]
+        try:
+            self.outputs.sync_folders(path for _done, _result, path in written)
+            recorded = self.journal.mark_done_many(marks)
+        except (StorageFull, TransientError, OSError) as exc:  # the outputs are rewritten when saved again
+            self._storage_full([done for done, _result, _path in written], exc, held=held)
+            return False
+        for (done, result, _path), is_done in zip(written, recorded, strict=True):
+            self._done(done.task, result, recorded=is_done)
+            self._settled(done.task.rel)
+        return True
+
+    def _storage_full(self, dones: list[Done], exc: Exception, *, held: bool) -> None:
+        reason = exc.message if isinstance(exc, TransientError) else str(exc)
+        now = time.monotonic()
+        if held:
+            first = self.scheduler.storage_failed(now, reason)
+        else:
+            first = any([self.scheduler.hold(done.task.rel, done, now, reason) for done in dones])
+        self._storage_failed(first, reason)
+
+    def _complete(self, done: Done) -> Result | None:
+        """A job's result to save, or None after recording why it has none (retry, failure, given back).
+        Idempotent, so a held job can run through here again after a disk-full."""
         task = done.task
         try:
             outcome = done.future.result()
         except Exception as exc:  # the pool broke (worker killed), the job was cancelled, the cluster was lost
             log.debug("job for %s ended with %r", task.rel, exc)
+            self.outputs.discard_spool(done.spool)
             if self.scheduler.draining and isinstance(exc, CancelledError):  # never started (stop_starting)
                 self._give_back(task.rel, NOT_STARTED)
             elif not self._executor_failed(task.rel):
                 self._retry_later(task.rel, exc.message if isinstance(exc, IcsdError) else WORKER_DIED, task=task)
-            return
+            return None
         if outcome.result is not None:
-            self._deliver(task, outcome.result)
-        elif self._executor_failed(task.rel):
-            return
+            return outcome.result
+        self.outputs.discard_spool(done.spool)
+        if self._executor_failed(task.rel):
+            pass
         elif outcome.permanent:
             self._fail(task.rel, outcome.error or "unknown error", task=task)
         else:
             self._retry_later(task.rel, outcome.error or "transient error", task=task)
+        return None
 
-    def _deliver(self, task: Task, result: Result) -> None:
+    def _write_output(self, done: Done, result: Result) -> str | Path | None:
+        """Put the output in place, its data durable (its name once the group's folders are synced): rename what
+        the worker wrote to the spool, or write the bytes it sent back. None after recording why it could not
+        be. StorageFull propagates (the result is held)."""
+        task = done.task
         try:
-            self.outputs.write(task, result.data)
+            if done.spool is not None and not result.data:
+                if done.placed is None:
+                    done.placed = self.outputs.place_spooled(task, done.spool)
+                return done.placed
+            return self.outputs.write(task, result.data, sync_folder=False)
         except UnsafePathError as exc:  # the output folder holds a link leading out of it: never write there
             self._fail(task.rel, f"unsafe output path: {exc}", task=task)
-            return
         except StorageFull:
             raise
         except OSError as exc:
             self._retry_later(task.rel, f"cannot write output {task.output}: {exc.strerror or exc}", task=task)
-            return
-        if not self.journal.mark_done(task.rel, task.output, digest=task.version.digest,
-                                      stats=done_stats(result, self.params)):
+        return None
+
+    def _done(self, task: Task, result: Result, *, recorded: bool) -> None:
+        """After the group's commit: dispose of the original, count, log the progress line."""
+        if not recorded:
             log.info("%s changed while it was processed; the new version is processed next", task.rel)
             return
         if self.scheduler.storage_recovered():
@@ -411,7 +472,7 @@ class Service:
             except queue.Empty:
                 continue
             if isinstance(event, Done):
-                self._finish(event)
+                self._finish([event])
 
     def _give_back(self, rel: str, reason: str) -> None:
         """Unclaim `rel` (pending again, the attempt not counted): stopping the daemon is no image's fault."""
@@ -440,7 +501,3 @@ class Service:
     @property
     def queued(self) -> int:
         return self.scheduler.queued
-
-
-def _storage_reason(exc: StorageFull | TransientError) -> str:
-    return exc.message if isinstance(exc, TransientError) else str(exc)

@@ -1,0 +1,167 @@
+"""The commit path for many small images: workers write outputs to a spool, the daemon renames them into place
+and commits a group of done rows in one durable transaction (docs/scale.md).
+
+Real process pools, real SQLite, real `icsd batch` processes on temporary folders.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from icsd.core import CompressParams, JobOutcome, compress
+from icsd.daemon.executor import SMALL_IMAGE_BYTES, ProcessExecutor
+from icsd.daemon.identity import FileVersion
+from icsd.daemon.journal import DoneMark, Journal, State
+from icsd.daemon.output import TEMP_PREFIX, output_name
+from tests.harness import clean_env, journal_states, sample_image, temp_files, write_image
+
+PARAMS = CompressParams(colors=8)
+
+
+@pytest.fixture(scope="module")
+def pool() -> ProcessExecutor:
+    executor = ProcessExecutor(1)
+    yield executor
+    executor.shutdown(cancel=False)
+
+
+@pytest.fixture(scope="module")
+def photo_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    return write_image(tmp_path_factory.mktemp("photo") / "a.jpg", sample_image("flower.jpg", crop=160))
+
+
+def run(pool: ProcessExecutor, data: bytes, spool: Path) -> JobOutcome:
+    future = pool.submit(data, PARAMS, name="a.jpg", spool=str(spool))
+    pool.flush()  # a small image waits for the round's flush
+    return future.result(timeout=60)
+
+
+def test_small_images_go_several_to_a_task_and_each_gets_its_own_outcome(
+    pool: ProcessExecutor, photo_bytes: bytes, tmp_path: Path
+) -> None:
+    inputs = [photo_bytes] * 4 + [b"not an image"] + [photo_bytes] * 3
+    futures = [pool.submit(data, PARAMS, spool=str(tmp_path / f"{TEMP_PREFIX}{i}")) for i, data in enumerate(inputs)]
+    assert not any(future.done() for future in futures)  # kept back until the flush
+    pool.flush()
+    outcomes = [future.result(timeout=60) for future in futures]
+    expected = compress(photo_bytes, PARAMS).data
+    for i, outcome in enumerate(outcomes):
+        if i == 4:  # the bad one fails alone
+            assert outcome.result is None and outcome.permanent
+            assert not (tmp_path / f"{TEMP_PREFIX}{i}").exists()
+        else:
+            assert outcome.result is not None and (tmp_path / f"{TEMP_PREFIX}{i}").read_bytes() == expected
+    big = photo_bytes + b"\0" * (SMALL_IMAGE_BYTES - len(photo_bytes))  # JPEG decoders stop at the end marker
+    assert pool.submit(big, PARAMS).result(timeout=60).result is not None  # a large one is sent at once
+
+
+def test_a_worker_writes_its_output_to_the_spool_durably_and_sends_back_no_bytes(
+    pool: ProcessExecutor, photo_bytes: bytes, tmp_path: Path
+) -> None:
+    spool = tmp_path / f"{TEMP_PREFIX}abc"
+    outcome = run(pool, photo_bytes, spool)
+    assert outcome.result is not None and outcome.result.data == b""
+    expected = compress(photo_bytes, PARAMS).data
+    assert spool.read_bytes() == expected and outcome.result.output_bytes == len(expected)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert spool.stat().st_mode & 0o777 == 0o644 & ~umask  # as write_atomic's outputs
+
+
+def test_a_worker_that_cannot_write_the_spool_sends_the_bytes_back_and_leaves_nothing(
+    pool: ProcessExecutor, photo_bytes: bytes, tmp_path: Path
+) -> None:
+    missing = tmp_path / "not-yet" / f"{TEMP_PREFIX}abc"  # an output folder's first image: the daemon makes it
+    outcome = run(pool, photo_bytes, missing)
+    assert outcome.result is not None and outcome.result.data == compress(photo_bytes, PARAMS).data
+    assert not missing.parent.exists()
+    taken = tmp_path / f"{TEMP_PREFIX}taken"
+    taken.write_bytes(b"someone else's")  # never replaced: O_EXCL
+    outcome = run(pool, photo_bytes, taken)
+    assert outcome.result is not None and outcome.result.data and taken.read_bytes() == b"someone else's"
+
+
+def test_a_bad_image_with_a_spool_fails_as_before_and_writes_nothing(pool: ProcessExecutor, tmp_path: Path) -> None:
+    spool = tmp_path / f"{TEMP_PREFIX}bad"
+    outcome = run(pool, b"not an image at all", spool)
+    assert outcome.result is None and outcome.permanent and outcome.error
+    assert not spool.exists()
+
+
+def _claimed(journal: Journal, rel: str, digest: str) -> None:
+    assert journal.claim_output(FileVersion(rel, 10, 1, 0, digest), None, lambda _owner, _previous: output_name(rel))
+
+
+def test_mark_done_many_commits_a_group_all_or_nothing(tmp_path: Path) -> None:
+    with Journal(tmp_path / "journal.sqlite3") as journal:
+        for i in range(3):
+            _claimed(journal, f"{i}.jpg", f"{i:040x}")
+        recorded = journal.mark_done_many([DoneMark("0.jpg", "0.png", digest=f"{0:040x}"),
+                                           DoneMark("1.jpg", "1.png", digest="another version's digest")])
+        assert recorded == [True, False]  # 1.jpg was replaced meanwhile: its row is left for the new version
+        with pytest.raises(KeyError):
+            journal.mark_done_many([DoneMark("2.jpg", "2.png"), DoneMark("gone.jpg", "gone.png")])
+        states = {rel: journal.get(rel).state for rel in ("0.jpg", "1.jpg", "2.jpg")}  # type: ignore[union-attr]
+    assert states == {"0.jpg": State.DONE, "1.jpg": State.IN_PROGRESS, "2.jpg": State.IN_PROGRESS}
+
+
+def test_claim_output_chooses_the_name_inside_the_claims_transaction(tmp_path: Path) -> None:
+    with Journal(tmp_path / "journal.sqlite3") as journal:
+        _claimed(journal, "a.jpg", "1" * 40)
+        seen: list[tuple[str | None, str | None]] = []
+
+        def choose(owner_of, previous: str | None) -> str:
+            seen.append((owner_of("a.png"), previous))
+            return "a.jpg.png" if owner_of("a.png") else "a.png"
+
+        assert journal.claim_output(FileVersion("a.png", 10, 1, 0, "2" * 40), None, choose) == "a.jpg.png"
+        assert seen == [("a.jpg", None)]
+        assert journal.output_owner("a.jpg.png") == "a.png"
+        # The same content again: not claimed, and the chooser is not asked.
+        assert journal.mark_done("a.png", "a.jpg.png")
+        assert journal.claim_output(FileVersion("a.png", 10, 1, 0, "2" * 40), None, choose) is None
+        assert len(seen) == 1
+
+
+def _batch(root: Path) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "icsd", "batch", "in", "--output-dir", "out", "--workers", "2", "--colors", "8"],
+        cwd=root, env=clean_env(), capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_an_output_renamed_before_its_done_row_committed_is_redone_to_identical_bytes_not_a_second_file(
+    tmp_path: Path,
+) -> None:
+    """The state a kill -9 between an output's rename and its group's commit leaves: the output in place, the
+    row claimed with the output reserved, not DONE. Made exactly by rewinding committed rows."""
+    names = [f"d{i % 3}/img{i}.jpg" for i in range(12)]
+    for i, rel in enumerate(names):
+        write_image(tmp_path / "in" / rel, sample_image("china.jpg" if i % 2 else "flower.jpg", crop=96 + 8 * i))
+    _batch(tmp_path)
+    out = tmp_path / "out"
+    before = {rel: (out / output_name(rel)).read_bytes() for rel in names}
+    rewound = names[1::3]
+    journal = tmp_path / "out" / ".icsd" / "journal.sqlite3"
+    with sqlite3.connect(journal) as db:
+        db.executemany("UPDATE files SET state = 'in_progress', stats = NULL, fingerprint = NULL WHERE rel = ?",
+                       [(rel,) for rel in rewound])
+
+    second = _batch(tmp_path)
+
+    redone = sorted(line.split("icsd: ", 1)[1].split(":", 1)[0] for line in second.stderr.splitlines()
+                    if " -> " in line and " px" in line)
+    assert redone == sorted(rewound)
+    outputs = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert outputs == sorted(output_name(rel) for rel in names)  # no a.jpg.png beside a.png
+    assert {rel: (out / output_name(rel)).read_bytes() for rel in names} == before
+    assert journal_states(journal) == dict.fromkeys(names, "done")
+    assert temp_files(out) == []

@@ -34,9 +34,10 @@ log = logging.getLogger("icsd")
 
 # `icsd compress` takes the compression flags only; the daemon's flags make no sense for one file.
 COMPRESS_FLAGS = ("strategy", "colors", "bits", "grayscale", "scale", "resample", "max_size", "size", "seed",
-                  "max_pixels", "palette", "dither", "dither_strength", "alpha", "background", "color_space")
+                  "max_pixels", "palette", "dither", "dither_strength", "alpha", "background", "color_space",
+                  "png_effort")
 # `icsd palette learn`: what shapes the pixels a palette is learned from, and the pool.
-LEARN_FLAGS = (*(flag for flag in COMPRESS_FLAGS if flag != "palette"), "workers")
+LEARN_FLAGS = (*(flag for flag in COMPRESS_FLAGS if flag not in ("palette", "png_effort")), "workers")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

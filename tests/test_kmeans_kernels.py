@@ -305,6 +305,29 @@ def test_pixel_kernels_reject_bad_arguments() -> None:
 
 
 @needs_compiled
+def test_sort_pixels_equals_sorting_the_keys(noisy_photo: np.ndarray) -> None:
+    """The radix sort behind the exact histogram gives exactly np.sort of (colour << 32 | index), ties in index
+    order, so histogram, counts and the per-pixel inverse are unchanged; also for extreme colours and one pixel."""
+    extremes = np.array([[[255, 255, 255], [0, 0, 0], [255, 0, 15], [0, 255, 240], [255, 255, 255]]], np.uint8)
+    for pixels in (noisy_photo, extremes, extremes[:, :1]):
+        flat = pixels.reshape(-1, 3).astype(np.uint64)
+        index = np.arange(flat.shape[0], dtype=np.uint64)
+        keys = (flat[:, 0] << 48) | (flat[:, 1] << 40) | (flat[:, 2] << 32) | index
+        assert np.array_equal(compiled.sort_pixels(pixels), np.sort(keys))
+
+
+@needs_compiled
+def test_sort_pixels_rejects_bad_arguments() -> None:
+    from icsd.core.quantization import _pixels
+
+    pixels, out = np.zeros((2, 2, 3), np.uint8), np.empty(4, np.uint64)
+    with pytest.raises(ValueError, match="8 n bytes"):
+        _pixels.sort_pixels(pixels, 4, out, np.empty(3, np.uint64))
+    with pytest.raises(ValueError, match="3 n pixel bytes"):
+        _pixels.sort_pixels(pixels, 3, out[:3], out[:3].copy())
+
+
+@needs_compiled
 @pytest.mark.parametrize("k", [1, 2, 16, 255, 256])
 def test_used_entries_matches_bincount(k: int) -> None:
     rng = np.random.default_rng(k)

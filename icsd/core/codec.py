@@ -159,11 +159,20 @@ def normalize_mode(
     return img
 
 
-def encode_palette_png(palette: np.ndarray, indices: np.ndarray, alpha: np.ndarray | None = None) -> bytes:
+def encode_palette_png(
+    palette: np.ndarray,
+    indices: np.ndarray,
+    alpha: np.ndarray | None = None,
+    *,
+    effort: str = "fast",
+    keep_palette: bool = False,
+) -> bytes:
     """An indexed PNG of `palette[indices]`: PLTE of exactly len(palette) entries, smallest bit depth.
 
     `palette` is (K, 3) RGB or (K,) grey, 1 <= K <= 256; `indices` (H, W) values < K. The depth follows the
     palette length: K <= 2 -> 1 bit, <= 4 -> 2, <= 16 -> 4, else 8 (see icsd.core.png). No metadata chunks.
+    `effort` (fast, high, max) trades encode time for bytes, never pixels; `max` may reorder the palette and
+    drop unused entries unless `keep_palette` (icsd.core.png).
     """
     palette = np.asarray(palette, dtype=np.uint8)
     if palette.ndim == 1:
@@ -175,7 +184,9 @@ def encode_palette_png(palette: np.ndarray, indices: np.ndarray, alpha: np.ndarr
         raise ValueError(f"indices must be a non-empty (H, W) array, got shape {indices.shape}")
     if int(indices.max()) >= len(palette) or int(indices.min()) < 0:
         raise ValueError(f"indices must be < palette length {len(palette)}, got max {int(indices.max())}")
-    return encode_indexed_png(palette, np.ascontiguousarray(indices, dtype=np.uint8), alpha=alpha)
+    return encode_indexed_png(
+        palette, np.ascontiguousarray(indices, dtype=np.uint8), alpha=alpha, effort=effort, keep_palette=keep_palette
+    )
 
 
 def encode_png(img: Image.Image) -> bytes:

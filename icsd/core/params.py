@@ -22,6 +22,7 @@ __all__ = [
     "Alpha",
     "ColorSpace",
     "Dither",
+    "PngEffort",
     "Resample",
     "Strategy",
     "colors_from_bits",
@@ -113,6 +114,18 @@ class ColorSpace(enum.StrEnum):
         return _choice(cls, name, "color_space")
 
 
+class PngEffort(enum.StrEnum):
+    """How hard the palette PNG's deflate stream is searched: the same pixels, fewer bytes, more time."""
+
+    FAST = "fast"  # libdeflate 6/7 (icsd.core.png): the default
+    HIGH = "high"  # libdeflate 12: no extra dependency
+    MAX = "max"  # oxipng level 2 over the fast file (the `png` extra: pyoxipng)
+
+    @classmethod
+    def parse(cls, name: str | PngEffort) -> PngEffort:
+        return _choice(cls, name, "png_effort")
+
+
 @dataclass(frozen=True, slots=True)
 class CompressParams:
     """One job's parameters. Exactly one size rule applies: `size` > `max_size` > `scale`.
@@ -139,6 +152,7 @@ class CompressParams:
     alpha: Alpha = Alpha.KEEP
     background: tuple[int, int, int] = (255, 255, 255)  # RGB that ALPHA=flatten composites onto
     color_space: ColorSpace = ColorSpace.RGB
+    png_effort: PngEffort = PngEffort.FAST
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "strategy", Strategy.parse(self.strategy))
@@ -146,6 +160,7 @@ class CompressParams:
         object.__setattr__(self, "dither", Dither.parse(self.dither))
         object.__setattr__(self, "alpha", Alpha.parse(self.alpha))
         object.__setattr__(self, "color_space", ColorSpace.parse(self.color_space))
+        object.__setattr__(self, "png_effort", PngEffort.parse(self.png_effort))
         if len(self.background) != 3 or not all(0 <= int(c) <= 255 for c in self.background):
             raise ParameterError("background", f"background must be three values 0-255, got {self.background}")
         if not 0.0 <= self.dither_strength <= 1.0:  # also refuses NaN

@@ -41,7 +41,9 @@ def compress(data: bytes, params: CompressParams) -> Result:
         palette = palette_array(params.palette, grey=params.grayscale)
         pixels = palette_pixels(small, params)
         quantized = quantize(pixels, palette=palette, dither=params.dither.value, strength=params.dither_strength)
-        png = encode_palette_png(quantized.palette, quantized.indices)
+        png = encode_palette_png(
+            quantized.palette, quantized.indices, effort=params.png_effort.value, keep_palette=True
+        )
         colors = len(quantized.palette)
         fidelity = psnr(pixels, quantized.palette, quantized.indices)
     else:
@@ -50,7 +52,7 @@ def compress(data: bytes, params: CompressParams) -> Result:
             pixels, params.colors, params.strategy, params.seed, dither=params.dither.value,
             strength=params.dither_strength, color_space=params.color_space.value,
         )
-        png = encode_palette_png(quantized.palette, quantized.indices)
+        png = encode_palette_png(quantized.palette, quantized.indices, effort=params.png_effort.value)
         colors = len(quantized.palette)
         fidelity = psnr(pixels, quantized.palette, quantized.indices)
     return Result(
@@ -70,7 +72,7 @@ def _quantize_alpha(pixels: np.ndarray, params: CompressParams) -> tuple[bytes, 
     """(PNG with PLTE + tRNS, palette length, PSNR of the premultiplied pixels) for an RGBA or LA image."""
     quantized = quantize_alpha(pixels, params.colors, dither=params.dither.value, strength=params.dither_strength)
     png = encode_palette_png(quantized.palette if quantized.palette.shape[1] == 3 else quantized.palette[:, 0],
-                             quantized.indices, alpha=quantized.alpha)
+                             quantized.indices, alpha=quantized.alpha, effort=params.png_effort.value)
     return png, len(quantized.alpha), psnr(premultiply(pixels), quantized.premultiplied(), quantized.indices)
 
 

@@ -18,7 +18,7 @@ from icsd.core.quantization.bins import Bins, _moments, _unpack
 
 __all__ = [
     "AVAILABLE", "lloyd", "assign", "split", "round_and_assign", "pixel_bins", "pixel_bin_moments", "nearest_pixels",
-    "used_entries",
+    "used_entries", "sort_pixels",
 ]
 
 # bin_pixels sums channels in uint32: exact below this many pixels (larger images use the exact histogram).
@@ -132,6 +132,16 @@ def pixel_bin_moments(pixels: np.ndarray, bits: int) -> tuple[np.ndarray, np.nda
         np.frombuffer(counts, dtype=np.int64),
         np.frombuffer(sums, dtype=np.int64).reshape(-1, 3),
     )
+
+
+def sort_pixels(pixels: np.ndarray) -> np.ndarray:
+    """(N,) uint64 (colour << 32 | pixel index) of every pixel of (H, W, 3) uint8 `pixels` (N < 2^32), ascending:
+    what `np.sort` of those keys gives, by a radix sort (several times faster; a scratch copy meanwhile)."""
+    assert _pixel_kernels is not None, "the compiled kernels are not built"
+    n = pixels.shape[0] * pixels.shape[1]
+    out, scratch = np.empty(n, dtype=np.uint64), np.empty(n, dtype=np.uint64)
+    _pixel_kernels.sort_pixels(np.ascontiguousarray(pixels), n, out, scratch)
+    return out
 
 
 def nearest_pixels(pixels: np.ndarray, palette: np.ndarray) -> np.ndarray:

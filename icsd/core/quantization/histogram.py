@@ -6,8 +6,8 @@ pixels. Two views of it:
 
 - `bins()`: the histogram binned to BIN_BITS per channel (exact bin moments). With the compiled kernels
   it is read straight from the pixels in one pass;
-- `colors`/`counts`: the exact distinct colours, by sorting every pixel (the largest single cost of
-  quantizing a photo), computed on first use only. Small-K k-means and MiniBatch never need them: they
+- `colors`/`counts`: the exact distinct colours, by sorting every pixel (a compiled radix sort when built,
+  else NumPy's), computed on first use only. Small-K k-means and MiniBatch never need them: they
   solve on the bins and give each pixel its exact nearest palette entry with `index`.
 
 A histogram made from counts (`from_counts`, `merge`) has no pixels: strategies fit it all the same, but
@@ -179,19 +179,24 @@ def merge(histograms: list[Histogram]) -> Histogram:
 def _rgb_histogram(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sort (packed RGB << 32 | pixel index) once: distinct colours, counts and the inverse in 8 bytes/pixel.
 
-    One in-place uint64 sort is several times faster than np.unique(return_inverse=True) (an argsort)
-    and needs no (N,) intp inverse, which keeps the added memory near 3x the decoded image.
+    One uint64 sort is several times faster than np.unique(return_inverse=True) (an argsort) and needs no
+    (N,) intp inverse, which keeps the added memory near 3x the decoded image (plus 8 bytes/pixel of scratch
+    while the compiled radix sort runs).
     """
     flat = pixels.reshape(-1, 3)
     n = flat.shape[0]
-    order = np.empty(n, dtype=np.uint64)
-    words = order.view(np.uint32).reshape(n, 2)
-    key = words[:, 1 - _INDEX_WORD]
-    np.left_shift(flat[:, 0], 16, out=key, dtype=np.uint32)
-    key |= flat[:, 1].astype(np.uint32) << 8
-    key |= flat[:, 2]
-    words[:, _INDEX_WORD] = np.arange(n, dtype=np.uint32)
-    order.sort()
+    if compiled.AVAILABLE:  # the same keys by a radix sort: 3-6x faster than NumPy's sort (measured, 0.3-1 MP)
+        order = compiled.sort_pixels(pixels)
+        words = order.view(np.uint32).reshape(n, 2)
+    else:
+        order = np.empty(n, dtype=np.uint64)
+        words = order.view(np.uint32).reshape(n, 2)
+        key = words[:, 1 - _INDEX_WORD]
+        np.left_shift(flat[:, 0], 16, out=key, dtype=np.uint32)
+        key |= flat[:, 1].astype(np.uint32) << 8
+        key |= flat[:, 2]
+        words[:, _INDEX_WORD] = np.arange(n, dtype=np.uint32)
+        order.sort()
     sorted_keys = words[:, 1 - _INDEX_WORD]
     boundary = np.empty(n + 1, dtype=bool)
     boundary[0] = boundary[n] = True

@@ -63,6 +63,10 @@ def test_rgba_round_trip_keeps_clear_clear_and_opaque_opaque(colors: int) -> Non
     assert result.psnr is not None
     for level in (255, 0):  # close to the original whatever it is shown on
         assert psnr_on(pixels, rgba, level) > (15 if colors == 2 else 28)
+    # The PSNR icsd reports is over the output composited on black and on white together (within the
+    # rounding of composited uint8 values).
+    both = np.concatenate([on_background(pixels, level) - on_background(rgba, level) for level in (0, 255)], axis=-1)
+    assert result.psnr == pytest.approx(10 * np.log10(255**2 / float(np.mean(both**2))), abs=0.1)
 
 
 def test_fully_transparent_pixels_share_one_entry_whatever_colour_they_stored() -> None:

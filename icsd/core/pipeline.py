@@ -18,7 +18,7 @@ from PIL import Image
 from icsd.core.codec import Decoded, decode, encode_palette_png, encode_png
 from icsd.core.jobs import Result
 from icsd.core.params import Alpha, CompressParams, Strategy
-from icsd.core.quality import psnr
+from icsd.core.quality import psnr, psnr_over
 from icsd.core.quantization import quantize
 from icsd.core.quantization.alpha import premultiply, quantize_alpha
 from icsd.core.resize import downsample, draft_size
@@ -69,11 +69,24 @@ def compress(data: bytes, params: CompressParams) -> Result:
 
 
 def _quantize_alpha(pixels: np.ndarray, params: CompressParams) -> tuple[bytes, int, float]:
-    """(PNG with PLTE + tRNS, palette length, PSNR of the premultiplied pixels) for an RGBA or LA image."""
+    """(PNG with PLTE + tRNS, palette length, PSNR composited on black and on white) for an RGBA or LA image."""
     quantized = quantize_alpha(pixels, params.colors, dither=params.dither.value, strength=params.dither_strength)
     png = encode_palette_png(quantized.palette if quantized.palette.shape[1] == 3 else quantized.palette[:, 0],
                              quantized.indices, alpha=quantized.alpha, effort=params.png_effort.value)
-    return png, len(quantized.alpha), psnr(premultiply(pixels), quantized.premultiplied(), quantized.indices)
+    entries = np.concatenate([quantized.palette, quantized.alpha[:, None]], axis=1)
+    renderings = list(zip(_on_black_and_white(pixels), _on_black_and_white(entries), strict=True))
+    fidelity = psnr_over(renderings, quantized.indices)
+    return png, len(quantized.alpha), fidelity
+
+
+def _on_black_and_white(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(..., C + 1) colour-and-alpha uint8 -> its colour composited on black and on white, (..., C) uint8 each.
+    The PSNR over both is what a viewer sees on either background (premultiplied values alone are the error
+    on black only)."""
+    premultiplied = premultiply(pixels)
+    on_black = np.ascontiguousarray(premultiplied[..., :-1])
+    on_white = on_black.astype(np.uint16) + (255 - premultiplied[..., -1:])  # colour <= alpha: stays <= 255
+    return on_black, on_white.astype(np.uint8)
 
 
 def decode_downsampled(

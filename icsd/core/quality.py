@@ -13,13 +13,19 @@ import numpy as np
 
 from icsd.core.quantization.dither import squared_error
 
-__all__ = ["psnr"]
+__all__ = ["psnr", "psnr_over"]
 
 
 def psnr(pixels: np.ndarray, palette: np.ndarray, indices: np.ndarray) -> float:
     """PSNR (dB, peak 255) of `palette[indices]` against `pixels` ((H, W) or (H, W, D) uint8, palette (K,) or
     (K, D) uint8), over every channel value; math.inf when they are equal."""
-    squared = squared_error(pixels, palette, indices)
+    return psnr_over([(pixels, palette)], indices)
+
+
+def psnr_over(renderings: list[tuple[np.ndarray, np.ndarray]], indices: np.ndarray) -> float:
+    """PSNR over several renderings (pixels, palette) of one quantized image, all values together: e.g. an
+    image with alpha composited on black and on white."""
+    squared = sum(squared_error(pixels, palette, indices) for pixels, palette in renderings)
     if squared == 0:
         return math.inf
-    return 10.0 * math.log10(255.0**2 * pixels.size / squared)
+    return 10.0 * math.log10(255.0**2 * sum(pixels.size for pixels, _palette in renderings) / squared)

@@ -1,7 +1,7 @@
 """The daemon shell: watcher -> intake -> executor -> durable writer, with progress and shutdown.
 
-Slightly over ~400 lines: the start-up stack and the coordinator's event handlers; decisions live in
-scheduler.py and intake.py.
+About 500 lines: the start-up stack, the coordinator's event handlers and the group commit, which share
+the service's state; decisions live in scheduler.py and intake.py, file placement in delivery.py.
 
 Wiring only. The scheduler (sans-I/O) decides what starts, retries, waits or is held; the intake
 admits a file (read, digest, claim, output name); delivery puts results in place. One coordinator

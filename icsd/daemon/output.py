@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import stat
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path, PurePosixPath
 
@@ -152,24 +151,15 @@ def write_atomic(root: Path, rel: str, data: bytes, *, replace: bool = True, syn
 
 
 def spool_path(target: str) -> str:
-    """A fresh temporary name beside `target` for a worker to write its output to (see write_spool)."""
+    """A fresh temporary name beside `target` (64 random bits; created with O_EXCL, so never shared): where
+    a worker writes its output (write_spool), and where every atomic write fills its file first."""
     return os.path.join(os.path.dirname(target), f"{TEMP_PREFIX}{os.urandom(8).hex()}")
 
 
 def write_spool(path: str, data: bytes) -> None:
     """Create `path` (it must not exist), write `data` and fsync it: what a worker on this machine does with its
     output, so the daemon only renames it into place. On any error nothing is left behind."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)  # less umask
-    try:
-        try:
-            _write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-        raise
+    _fill_new(path, lambda fd: _write_all(fd, data))
 
 
 def sync_folders(folders: Iterable[str | Path]) -> None:
@@ -260,19 +250,14 @@ def _install(
     `like`: copy that file's mode and times (a moved original keeps them); otherwise 0644 less umask.
     `replace=False`: hard-link instead of rename, which fails with FileExistsError rather than replace.
     """
+    temp = spool_path(str(target))
+    mode = 0o600 if like is not None else 0o644  # a moved original gets its own mode from copystat below
     try:
-        fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
+        _fill_new(temp, fill, mode)
     except FileNotFoundError:  # the folder's first file (mkdir first on every file: 2 syscalls more each)
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
+        _fill_new(temp, fill, mode)
     try:
-        try:  # a raw descriptor, not a file object: ~0.1 ms less per small output (measured, docs/scale.md)
-            fill(fd)
-            if like is None:
-                os.fchmod(fd, 0o644 & ~_UMASK)  # before the fsync: the mode is synced with the data
-            os.fsync(fd)
-        finally:
-            os.close(fd)
         if like is not None:
             shutil.copystat(like, temp)
         if replace:
@@ -285,6 +270,23 @@ def _install(
         raise
     if sync_folder:
         _fsync_dir(target.parent)
+
+
+def _fill_new(path: str, fill: Callable[[int], object], mode: int = 0o644) -> None:
+    """Create `path` exclusively (never through a link) with `mode` less the umask, let `fill` write to its
+    descriptor, fsync it (data and mode), close it; on any error remove it. A raw descriptor, not a file
+    object: ~0.1 ms less per small output (measured, docs/scale.md)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    try:
+        try:
+            fill(fd)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -316,17 +318,3 @@ def _fsync_dir(folder: str | Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _read_umask() -> int:
-    """The process umask without os.umask's set-and-restore race (other threads create files)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except OSError:
-        pass
-    return 0o022
-
-
-_UMASK = _read_umask()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from icsd.core import CompressParams, JobOutcome, compress
-from icsd.daemon.executor import SMALL_IMAGE_BYTES, ProcessExecutor
+from icsd.daemon.executor import BATCH_IMAGES, SMALL_IMAGE_BYTES, ProcessExecutor, batches_to_send
 from icsd.daemon.identity import FileVersion
 from icsd.daemon.journal import DoneMark, Journal, State
 from icsd.daemon.output import TEMP_PREFIX, output_name
@@ -48,8 +48,11 @@ def test_small_images_go_several_to_a_task_and_each_gets_its_own_outcome(
     inputs = [photo_bytes] * 4 + [b"not an image"] + [photo_bytes] * 3
     futures = [pool.submit(data, PARAMS, spool=str(tmp_path / f"{TEMP_PREFIX}{i}")) for i, data in enumerate(inputs)]
     assert not any(future.done() for future in futures)  # kept back until the flush
-    pool.flush()
-    outcomes = [future.result(timeout=60) for future in futures]
+    pool.flush()  # one worker: one full task of 6 goes, the 2 left wait for companions or an idle worker
+    first = [future.result(timeout=60) for future in futures[:6]]
+    assert not any(future.done() for future in futures[6:])
+    pool.flush()  # as the daemon does after each round: its worker is idle now, so the rest go
+    outcomes = first + [future.result(timeout=60) for future in futures[6:]]
     expected = compress(photo_bytes, PARAMS).data
     for i, outcome in enumerate(outcomes):
         if i == 4:  # the bad one fails alone
@@ -60,6 +63,18 @@ def test_small_images_go_several_to_a_task_and_each_gets_its_own_outcome(
     big = photo_bytes + b"\0" * (SMALL_IMAGE_BYTES - len(photo_bytes))  # JPEG decoders stop at the end marker
     assert pool.submit(big, PARAMS).result(timeout=60).result is not None  # a large one is sent at once
 
+
+def test_the_batching_rule_sends_full_tasks_and_a_share_per_idle_worker_and_otherwise_waits() -> None:
+    assert batches_to_send(0, idle=2) == []
+    assert batches_to_send(14, idle=0) == [6, 6]  # full tasks go even when every worker is busy
+    assert batches_to_send(5, idle=0) == []  # a partial one waits for companions ...
+    assert batches_to_send(5, idle=2) == [3, 2]  # ... unless a worker is idle: a share each
+    assert batches_to_send(8, idle=2) == [6, 2]  # the full task takes one idle worker, the rest the other
+    assert batches_to_send(8, idle=1) == [6]
+    assert batches_to_send(1, idle=2) == [1]  # a lone image leaves at once
+    assert batches_to_send(5, idle=0, everything=True) == [5]  # stopping: all of it
+    assert batches_to_send(14, idle=3, everything=True) == [6, 6, 2]
+    assert BATCH_IMAGES == 6
 
 def test_a_worker_writes_its_output_to_the_spool_durably_and_sends_back_no_bytes(
     pool: ProcessExecutor, photo_bytes: bytes, tmp_path: Path

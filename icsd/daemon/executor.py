@@ -29,7 +29,17 @@ from icsd.daemon.fork_server import init_worker, start_worker_server
 from icsd.daemon.output import write_spool
 from icsd.errors import SettingsError
 
-__all__ = ["NOT_STARTED", "STOP_SECONDS", "WORKER_DIED", "Executor", "ProcessExecutor", "create_executor"]
+__all__ = [
+    "BATCH_IMAGES",
+    "NOT_STARTED",
+    "SMALL_IMAGE_BYTES",
+    "STOP_SECONDS",
+    "WORKER_DIED",
+    "Executor",
+    "ProcessExecutor",
+    "batches_to_send",
+    "create_executor",
+]
 
 log = logging.getLogger("icsd.executor")
 
@@ -37,8 +47,23 @@ WORKER_DIED = "worker process died (killed by a signal or out of memory)"
 NOT_STARTED = "not started: icsd was stopping"
 # How long shutdown(cancel=True) waits for terminated workers (and then killed ones) to exit.
 STOP_SECONDS = 5.0
-BATCH_IMAGES = 6  # small images per pool task at most
+BATCH_IMAGES = 6  # small images per task at most (the pool's and Dask's)
 SMALL_IMAGE_BYTES = 512 * 1024  # a larger file is a task of its own (its compression dwarfs the overhead)
+
+
+def batches_to_send(waiting: int, idle: int, *, everything: bool = False) -> list[int]:
+    """The batching rule of both executors, for `waiting` small images kept back to travel together: the
+    sizes of the tasks to send now (the first sum(sizes) images go). Full tasks of BATCH_IMAGES always go.
+    The rest goes too only while `idle` workers (those with nothing queued) outnumber the full tasks, a share
+    for each of them, so no worker waits while another gets a bigger task; otherwise it waits for companions,
+    and tasks fill up while the workers are busy. `everything`: send all now (stopping, params changing)."""
+    full, rest = divmod(waiting, BATCH_IMAGES)
+    sizes = [BATCH_IMAGES] * full
+    free = idle - full
+    if rest and (everything or free > 0):
+        share = max(1, math.ceil(rest / max(1, free)))
+        sizes += [share] * (rest // share) + ([rest % share] if rest % share else [])
+    return sizes
 
 
 class Executor(Protocol):
@@ -122,28 +147,26 @@ class ProcessExecutor:
         of submits), which sends small images several to a task."""
         if len(data) >= SMALL_IMAGE_BYTES:
             return self._send(_run_job, data, params, spool)
+        if self._pending and self._pending[0][1] is not params:  # a task has one params object
+            self._send_batches(everything=True)
         job: Future[JobOutcome] = Future()
         self._pending.append((data, params, spool, job))
         return job
 
     def flush(self) -> None:
-        """Send the small images kept back: up to BATCH_IMAGES to a task, but never more than their share of
-        them, so every worker gets work. While every worker has a task waiting behind its running one, fewer
-        than BATCH_IMAGES are kept back for the next flush (after the next task ends) instead, so tasks fill up.
-        A pool task costs ~0.3 ms of the daemon's CPU in concurrent.futures' threads (pickling, pipes,
-        wake-ups): as much as the rest of a small image's bookkeeping (docs/scale.md)."""
+        """Send the small images kept back, by batches_to_send: a worker is idle here when it has no task
+        queued behind its running one. A pool task costs ~0.3 ms of the daemon's CPU in concurrent.futures'
+        threads (pickling, pipes, wake-ups): as much as the rest of a small image's bookkeeping
+        (docs/scale.md)."""
+        self._send_batches()
+
+    def _send_batches(self, *, everything: bool = False) -> None:
         with self._jobs_lock:
-            waiting = len(self._jobs) - self.workers  # tasks not started (about: some may be ending)
-        if len(self._pending) < BATCH_IMAGES and waiting >= self.workers:
-            return
-        pending, self._pending = self._pending, []
-        alike: dict[int, list[tuple[bytes, CompressParams, str | None, Future[JobOutcome]]]] = {}
-        for item in pending:  # a task has one params object (the daemon's are all one)
-            alike.setdefault(id(item[1]), []).append(item)
-        for group in alike.values():
-            size = max(1, min(BATCH_IMAGES, math.ceil(len(group) / self.workers)))
-            for start in range(0, len(group), size):
-                self._send_batch(group[start : start + size])
+            tasks_out = len(self._jobs)  # about: some may be ending
+        idle = min(self.workers, 2 * self.workers - tasks_out)
+        for size in batches_to_send(len(self._pending), idle, everything=everything):
+            batch, self._pending = self._pending[:size], self._pending[size:]
+            self._send_batch(batch)
 
     def _send_batch(self, batch: list[tuple[bytes, CompressParams, str | None, Future[JobOutcome]]]) -> None:
         jobs = [job for _data, _params, _spool, job in batch]

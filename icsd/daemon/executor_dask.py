@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 import signal
 import socket
@@ -35,6 +34,7 @@ from distributed import Future as DaskFuture
 from distributed.comm import get_address_host_port, parse_address
 
 from icsd.core import CompressParams, JobOutcome, compress_job
+from icsd.daemon.executor import BATCH_IMAGES, SMALL_IMAGE_BYTES, batches_to_send
 from icsd.daemon.fork_server import limit_native_threads
 from icsd.errors import SettingsError, TransientError
 
@@ -47,8 +47,6 @@ GATHER_TIMEOUT = 120.0  # bound on fetching one finished result: a stuck fetch b
 # After a failed reconnect, submits fail fast for this long: each attempt blocks the daemon's loop.
 RECONNECT_PAUSE = 30.0
 RECONNECT_TIMEOUT = 2.0  # a scheduler that is back answers at once
-BATCH_IMAGES = 6  # small images per task at most
-SMALL_IMAGE_BYTES = 512 * 1024  # a larger file is a task of its own (its compression dwarfs the overhead)
 BATCH_WAIT = 0.004  # seconds a submit waits for companions before its batch leaves anyway
 
 
@@ -245,20 +243,16 @@ class DaskExecutor:
                 while not self._batcher_stop and not self._ready_to_send():
                     self._wake.wait(self._wait_seconds())
                 pending, params = self._pending, self._pending_params
-                full = len(pending) - len(pending) % BATCH_IMAGES
-                if full and not self._batcher_stop:
-                    jobs, self._pending = pending[:full], pending[full:]  # the rest waits for companions
-                    size = BATCH_IMAGES
-                else:
-                    idle = max(1, self._threads - len(self._jobs))
-                    jobs, self._pending = pending, []
-                    size = max(1, min(BATCH_IMAGES, math.ceil(len(jobs) / idle)))  # a share per idle thread
+                sizes = batches_to_send(len(pending), self._threads - len(self._jobs), everything=self._batcher_stop)
+                jobs, self._pending = pending[: sum(sizes)], pending[sum(sizes) :]  # the rest waits for companions
                 if self._pending:
                     self._pending_since = time.monotonic()
                 stop = self._batcher_stop
             if jobs and params is not None:
-                for start in range(0, len(jobs), size):
+                start = 0
+                for size in sizes:
                     self._send(jobs[start : start + size], params)
+                    start += size
             if stop:
                 return
 

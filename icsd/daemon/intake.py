@@ -9,6 +9,7 @@ an output name no other input owns. The scheduler decides *when* a file is admit
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import stat
@@ -84,8 +85,7 @@ class Intake:
         except OSError as exc:
             return Unreadable(read_error(exc))
         version = FileVersion.of(rel, info, content_digest(data))
-        output = self.journal.claim_output(version, self.fingerprint, lambda owner_of, previous:
-                                           self.free_output(rel, owner_of, previous))
+        output = self.journal.claim_output(version, self.fingerprint, functools.partial(self.free_output, rel))
         if output is None:
             return Skipped("same content as a version already done or failed")
         return Admitted(Task(version, path, output), data)

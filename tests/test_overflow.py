@@ -61,7 +61,9 @@ def test_a_real_overflow_keeps_the_watches_finds_the_lost_files_and_warns_once(
         fd = w._observer.inotify_fd  # type: ignore[union-attr]
         watches_before = set(fd._watch_for_wd)
         with fd._lock:  # the reader blocks: the kernel queue fills and overflows
-            for i in range(limit + 1000):
+            # watchdog reads outside the lock, so the reader may drain one buffer (2,048 events) before it
+            # blocks: make that many more than the queue holds, or the queue may end just short of overflowing.
+            for i in range(limit + 4 * 2048):
                 os.utime(noise[i % 2])  # alternating files: the kernel cannot coalesce them
             lost = root / "lost" / "deep"
             lost.mkdir(parents=True)  # its IN_CREATE is dropped: the queue is full

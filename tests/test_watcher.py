@@ -214,6 +214,19 @@ def test_read_regular_refuses_links_and_fifos(tmp_path: Path) -> None:
         read_regular(tmp_path / "pipe.jpg")  # returns at once: O_NONBLOCK, no writer needed
 
 
+def test_read_regular_reads_to_the_end_whatever_the_size_said(tmp_path: Path) -> None:
+    """One read when the size holds; a file longer than its size said (it grew, or /proc's files, whose size is
+    0) and a file larger than one read's chunk are read to their end."""
+    empty, large = tmp_path / "empty.jpg", tmp_path / "large.jpg"
+    empty.write_bytes(b"")
+    payload = os.urandom(3 * 1024 * 1024 + 7)
+    large.write_bytes(payload)
+    assert read_regular(empty)[0] == b""
+    assert read_regular(large)[0] == payload
+    data, st = read_regular(Path("/proc/self/cmdline"))  # a regular file whose size says 0
+    assert st.st_size == 0 and data == Path("/proc/self/cmdline").read_bytes() and len(data) > 1
+
+
 def test_start_on_missing_root_is_a_settings_error(tmp_path: Path, calls: Calls) -> None:
     w = Watcher(tmp_path / "missing", calls.on_ready)
     with pytest.raises(SettingsError, match="does not exist"):

@@ -100,11 +100,17 @@ def read_regular(path: Path) -> tuple[bytes, os.stat_result]:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise InputError(f"{path} is not a regular file; icsd only reads regular files")
-        chunks = []
-        # The first read asks for one byte more than the size, so a file that grew since is read to its end.
-        while chunk := os.read(fd, max(st.st_size + 1, 65536) if not chunks else 1 << 20):
-            chunks.append(chunk)
-        return b"".join(chunks) if len(chunks) != 1 else chunks[0], st
+        # One read of one byte more than the size: a shorter answer is the end of the file (a regular file reads
+        # short only there), so a small file costs one read, not a second one that returns nothing. A file that
+        # grew since, or a read cut short before the size, is read on to its end.
+        want = st.st_size + 1
+        data = os.read(fd, want)
+        if len(data) == want or len(data) < st.st_size:
+            chunks = [data]
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
+            data = b"".join(chunks)
+        return data, st
     finally:
         os.close(fd)
 

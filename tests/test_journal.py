@@ -278,6 +278,45 @@ def test_busy_database_is_a_transient_error_and_nothing_is_half_done(db_path: Pa
         assert j.mark_done("a.jpg", "a.png")  # usable again once the lock is gone
 
 
+def test_a_transaction_commits_its_writes_together_or_not_at_all(db_path: Path, journal: Journal) -> None:
+    """The daemon claims a round of files in one transaction: another connection sees none of the claims until
+    it commits, then all; an error inside leaves none (the earlier claims of the round included)."""
+    reader = sqlite3.connect(db_path)
+    try:
+        with journal.transaction():
+            assert journal.claim(fid("a.jpg")) and journal.claim(fid("b.jpg"))
+            assert journal.get("a.jpg") is not None  # its own writes are visible inside
+            assert reader.execute("SELECT COUNT(*) FROM files").fetchone()[0] == 0
+        assert reader.execute("SELECT COUNT(*) FROM files").fetchone()[0] == 2
+        with pytest.raises(KeyError), journal.transaction():
+            assert journal.claim(fid("c.jpg"))
+            journal.mark_pending("nobody.jpg", "no such row")  # raises inside: the whole transaction goes
+        assert journal.get("c.jpg") is None and reader.execute("SELECT COUNT(*) FROM files").fetchone()[0] == 2
+    finally:
+        reader.close()
+    with pytest.raises(RuntimeError, match="durable"), journal.transaction():
+        journal.mark_done("a.jpg", "a.png")  # a durable write must not ride on a commit that is not
+    assert journal.get("a.jpg").state is State.IN_PROGRESS  # type: ignore[union-attr]
+    with journal.transaction(durable=True):
+        journal.mark_done("a.jpg", "a.png")
+    assert journal.get("a.jpg").state is State.DONE  # type: ignore[union-attr]
+
+
+def test_a_transaction_that_cannot_commit_is_a_transient_error(db_path: Path) -> None:
+    with Journal(db_path, busy_timeout=0.05) as j:
+        other = sqlite3.connect(db_path, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+            with pytest.raises(TransientError, match="not saved"), j.transaction():
+                j.claim(fid())
+            other.execute("ROLLBACK")
+        finally:
+            other.close()
+        assert j.get("a.jpg") is None
+        with j.transaction():
+            assert j.claim(fid())  # usable again
+
+
 def test_state_survives_reopen(db_path: Path) -> None:
     with Journal(db_path) as j:
         j.claim(fid())

@@ -60,6 +60,25 @@ def test_files_start_in_the_order_offered_up_to_the_window(clock: Clock) -> None
     assert start_all(s, clock.now) == ["d"]
 
 
+def test_a_withdrawn_start_frees_its_place_in_the_window(clock: Clock) -> None:
+    """A round of claims that could not be saved is withdrawn and put back in its order: the window is free
+    again and the files start first once storage works."""
+    s = Scheduler(window=3, max_attempts=3, probe_seconds=5.0, window_bytes=100)
+    for rel in ("a", "b", "c", "d"):
+        s.offer(rel)
+    for rel in ("a", "b"):
+        assert s.next_start(clock.now) == rel
+        s.started(rel, clock.now, 60)
+    assert s.next_start(clock.now) is None  # the byte window is full
+    for rel in ("b", "a"):
+        s.withdraw(rel)
+        s.put_back(rel, clock.now, "journal full")
+    s.withdraw("never started")  # no-op
+    assert s.in_flight == 0 and s.next_start(clock.now) is None  # storage known full until the probe
+    clock.advance(5.0)
+    assert start_all(s, clock.now) == ["a", "b", "c"]
+
+
 def test_an_offer_of_a_queued_file_is_not_queued_twice(clock: Clock) -> None:
     s = make()
     s.offer("a")

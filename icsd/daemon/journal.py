@@ -129,7 +129,8 @@ class Journal:
         """`busy_timeout`: seconds a write waits for another writer's lock before TransientError."""
         self.path = Path(path)
         self.readonly = _readonly
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: a write inside `transaction()` runs on the same thread
+        self._outer: bool | None = None  # inside transaction(): whether its commit is durable
         if _readonly:
             if not self.path.is_file():
                 raise SettingsError(f"no journal at {self.path}: has icsd run with this state folder yet?")
@@ -293,6 +294,18 @@ class Journal:
         with self._write(durable=False) as db:
             db.execute("DELETE FROM files WHERE rel = ?", (rel,))
 
+    @contextmanager
+    def transaction(self, *, durable: bool = False) -> Iterator[None]:
+        """Make the writes inside one transaction: one commit for several files (the daemon claims a round of
+        files so, committed before any of their jobs starts), all or none. `durable` as in _write; a durable
+        write inside one that is not raises RuntimeError. TransientError as for a single write."""
+        with self._write(durable=durable):
+            self._outer = durable
+            try:
+                yield
+            finally:
+                self._outer = None
+
     # -- lifecycle -----------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -356,12 +369,17 @@ class Journal:
 
         `durable`: its commit fsyncs the WAL (survives power loss); else it survives a killed process only
         (two of a file's three commits: measured in docs/scale.md). Busy, full-disk and I/O errors become
-        TransientError (retry later); anything else is a bug.
+        TransientError (retry later); anything else is a bug. Inside `transaction()`, a write is part of it.
         """
         if self.readonly:
             raise PermissionError(f"journal {self.path} is open read-only")
         with self._lock:
             db = self._db
+            if self._outer is not None:  # the enclosing transaction() commits (or rolls back) this write
+                if durable and not self._outer:
+                    raise RuntimeError("a durable journal write inside a transaction that is not durable")
+                yield db
+                return
             try:
                 if durable != self._durable:  # outside a transaction: SQLite ignores it inside one
                     db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")

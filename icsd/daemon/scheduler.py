@@ -117,6 +117,11 @@ class Scheduler(Generic[J]):
         self._in_flight[rel] = size
         self._read_failures.pop(rel, None)
 
+    def withdraw(self, rel: str) -> None:
+        """`rel` was counted as started but its job never began (its claim was not saved, or the executor refused
+        it): it is no longer in flight. The caller puts it back or records the attempt. No-op if not in flight."""
+        self._in_flight_bytes -= self._in_flight.pop(rel, 0)
+
     def not_started(self, rel: str) -> None:
         """`rel` needed no job (finished already, vanished, claimed by nobody): nothing to track."""
         self._read_failures.pop(rel, None)

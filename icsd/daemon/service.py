@@ -28,7 +28,7 @@ from icsd.daemon.delivery import Outputs, StorageFull, Task, UnsafePathError
 from icsd.daemon.discovery import requeue_unfinished, scan_largest_first, start_watcher
 from icsd.daemon.executor import NOT_STARTED, WORKER_DIED, Executor, create_executor
 from icsd.daemon.folders import create_folders, hold_lock
-from icsd.daemon.intake import Intake, Skipped, Unreadable
+from icsd.daemon.intake import Admitted, Intake, Unreadable
 from icsd.daemon.journal import DoneMark, Journal
 from icsd.daemon.leftovers import reclaim_semaphores
 from icsd.daemon.manifest import done_stats
@@ -231,35 +231,57 @@ class Service:
         self._finish(ended)
 
     def _fill(self, executor: Executor) -> None:
+        """Start what the scheduler lets start now, a round at a time (see _admit_round)."""
         now = time.monotonic()
         try:
-            while (rel := self.scheduler.next_start(now)) is not None:
-                try:
-                    self._start_job(executor, rel, now)
-                except TransientError as exc:  # the journal cannot be written (disk full, locked): try again later
-                    self._storage_failed(self.scheduler.put_back(rel, now, exc.message), exc.message)
+            while admitted := self._admit_round(now):
+                for admission in admitted:
+                    self._submit(executor, admission)
         finally:
             executor.flush()  # small images go several to a task
 
-    def _start_job(self, executor: Executor, rel: str, now: float) -> None:
-        admission = self.intake.admit(rel)
-        if isinstance(admission, Skipped):
-            self.scheduler.not_started(rel)
-            return
-        if isinstance(admission, Unreadable):
+    def _admit_round(self, now: float) -> list[Admitted]:
+        """Admit files until the window is full, their claims one journal transaction committed before any of their
+        jobs starts (one commit per round, not per file). If the journal cannot be written (disk full, locked),
+        the whole round goes back to the front of the queue, and nothing starts until the next storage probe."""
+        admitted: list[Admitted] = []
+        unreadable: list[tuple[str, Unreadable]] = []
+        rel = None
+        try:
+            with self.journal.transaction():
+                while (rel := self.scheduler.next_start(now)) is not None:
+                    admission = self.intake.admit(rel)
+                    if isinstance(admission, Admitted):
+                        self.scheduler.started(rel, now, len(admission.data))  # counted against the window now
+                        admitted.append(admission)
+                    elif isinstance(admission, Unreadable):
+                        unreadable.append((rel, admission))  # recorded once the round's claims are
+                    else:
+                        self.scheduler.not_started(rel)
+        except TransientError as exc:
+            back = [admission.task.rel for admission in admitted] + [name for name, _unreadable in unreadable]
+            first = False
+            for name in reversed([*back, rel] if rel is not None else back):  # put_back puts each at the front
+                self.scheduler.withdraw(name)
+                first = self.scheduler.put_back(name, now, exc.message) or first
+            self._storage_failed(first, exc.message)
+            return []
+        for rel, admission in unreadable:
             self._retry_later(rel, admission.error)
-            return
+        return admitted
+
+    def _submit(self, executor: Executor, admission: Admitted) -> None:
         task = admission.task
         spool = self.outputs.spool_for(task) if executor.writes_spool else None
         try:
-            future = executor.submit(admission.data, self.params, name=rel, spool=spool)
+            future = executor.submit(admission.data, self.params, name=task.rel, spool=spool)
         except Exception as exc:  # an executor that cannot take work now (e.g. cluster unreachable)
-            if self._executor_failed(rel):
-                self.scheduler.not_started(rel)
+            self.scheduler.withdraw(task.rel)
+            if self._executor_failed(task.rel):
+                self.scheduler.not_started(task.rel)
             else:
-                self._retry_later(rel, f"executor refused the job: {exc}")
+                self._retry_later(task.rel, f"executor refused the job: {exc}")
             return
-        self.scheduler.started(rel, now, len(admission.data))
         future.add_done_callback(lambda done, task=task: self._events.put(Done(task, done, spool)))
 
     # -- finishing jobs ------------------------------------------------------------------------

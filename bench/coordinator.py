@@ -52,7 +52,9 @@ class InstantExecutor:
         self.result = result  # with the PNG's bytes
         self.spooled = dataclasses.replace(result, data=b"")
 
-    def submit(self, data: bytes, params: CompressParams, *, name: str = "", spool: str | None = None) -> Future:
+    def submit(
+        self, data: bytes, params: CompressParams, *, name: str = "", spool: str | None = None, alone: bool = False
+    ) -> Future:
         future: Future[JobOutcome] = Future()
         try:
             os.link(self.png, spool)  # type: ignore[arg-type]

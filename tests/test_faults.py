@@ -248,8 +248,8 @@ def test_killed_worker_image_is_retried_pool_recovers_and_a_poison_image_fails_a
     daemon.wait_for_outputs(["slow.png", *expected_outputs(dict(list(small.items())[:1]))])
 
     (daemon.input / "poison.jpg").write_bytes(big_noisy_jpeg(2))
-    for _attempt in range(3):  # the OOM killer strikes every time this image is tried
-        kill_worker_once_busy(daemon)
+    for _attempt in range(4):  # the OOM killer strikes every time this image is tried: once in the shared pool
+        kill_worker_once_busy(daemon)  # (not counted, it may not be its doing), then 3 times alone (counted)
     daemon.wait_for_log("FAILED poison.jpg")
     drop(daemon.input, small)
     daemon.wait_for_outputs(["slow.png", *expected_outputs(small)])
@@ -261,10 +261,43 @@ def test_killed_worker_image_is_retried_pool_recovers_and_a_poison_image_fails_a
     sidecar = json.loads((daemon.output / ".failed" / "poison.jpg.error.json").read_text())
     assert sidecar["attempts"] == 3 and "worker process died" in sidecar["error"]
     assert (daemon.output / ".failed" / "poison.jpg").exists() and not (daemon.input / "poison.jpg").exists()
-    assert log.count("starting a new pool") == 4  # one replacement per kill
+    assert log.count("starting a new pool") == 5  # one replacement per kill
+    assert log.count("while it shared the pool; it runs alone next") == 2  # slow.jpg's death, poison.jpg's first
     assert temp_files(daemon.output) == []  # no spool file of a killed worker's job is left
     assert sorted(daemon.progress_names()) == sorted(["slow.jpg", *small])  # the rewritten img000 is not redone
     assert "Traceback" not in log
+
+
+@pytest.mark.timeout(120)
+def test_images_that_shared_the_pool_with_a_dying_worker_are_not_charged_for_it(tmp_path: Path) -> None:
+    """A worker's death breaks every job in the shared pool. Those images count no attempt: each runs alone
+    next, where a death is its own. With --max-attempts 2, two deaths (one in the shared pool, one alone) would
+    have failed every image that was in flight both times; here all are done and one attempt is counted."""
+    rng = np.random.default_rng(7)
+    photo = sample_array("flower.jpg").astype(np.int16)
+    images = {f"s{i}.jpg": encode((photo + rng.integers(-20, 20, photo.shape)).clip(0, 255).astype(np.uint8),
+                                  "JPEG", quality=90) for i in range(6)}  # ~0.8 s each for SLOW_JOB, ~110 KB
+    drop(tmp_path / "in", images)
+    log_path = tmp_path / "batch.log"
+    with log_path.open("wb") as log_file:
+        batch = subprocess.Popen(
+            [sys.executable, "-m", "icsd", "batch", "in", "--output-dir", "out", "--workers", "2", *SLOW_JOB,
+             "--scale", "1", "--max-attempts", "2"],
+            cwd=tmp_path, env=clean_env(), stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT)
+        try:
+            os.kill(busy_worker(batch.pid), signal.SIGKILL)  # the 6 small images share the pool: all break
+            wait_until(lambda: log_path.read_text().count("it runs alone next") == 6, timeout=60,
+                       what="the 6 images given back to run alone")
+            os.kill(busy_worker(batch.pid), signal.SIGKILL)  # the one image running alone now
+            assert batch.wait(timeout=90) == 0, log_path.read_text()
+        finally:
+            batch.kill()
+    log = log_path.read_text()
+    assert "FAILED" not in log and "Traceback" not in log, log
+    assert log.count("; retrying in") == 1 and "(attempt 2 of 2)" in log, log  # only the death alone counted
+    assert sorted(path.name for path in (tmp_path / "out").glob("*.png")) == sorted(map(output_name, images))
+    assert journal_states(tmp_path / "out" / ".icsd" / "journal.sqlite3") == dict.fromkeys(images, "done")
+    assert temp_files(tmp_path / "out") == []
 
 
 @pytest.mark.timeout(60)

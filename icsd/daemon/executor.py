@@ -7,6 +7,7 @@ sees `concurrent.futures.Future[JobOutcome]`.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import functools
@@ -27,7 +28,7 @@ from typing import Protocol
 from icsd.core import CompressParams, JobOutcome, compress_job
 from icsd.daemon.fork_server import init_worker, start_worker_server
 from icsd.daemon.output import begin_spool, finish_spool
-from icsd.errors import SettingsError
+from icsd.errors import SettingsError, TransientError
 
 __all__ = [
     "BATCH_IMAGES",
@@ -74,12 +75,14 @@ class Executor(Protocol):
     writes_spool: bool
 
     def submit(
-        self, data: bytes, params: CompressParams, *, name: str = "", spool: str | None = None
+        self, data: bytes, params: CompressParams, *, name: str = "", spool: str | None = None, alone: bool = False
     ) -> Future[JobOutcome]:
         """Start one job; the future never raises for a bad image (see JobOutcome). `name` (the image's
         relative path) is for the executor's own log lines. `spool` (only if `writes_spool`): a path that does
         not exist yet, beside the output; the worker writes the output there, fsynced, and returns the
-        result with empty `data`; if it cannot (e.g. no space), it returns the data as usual."""
+        result with empty `data`; if it cannot (e.g. no space), it returns the data as usual. `alone`: run it
+        in a task of its own, never with companions (its last attempt died with its worker: if it kills
+        workers, it must not take other images' attempts with it)."""
         ...
 
     def flush(self) -> None:
@@ -127,6 +130,7 @@ class ProcessExecutor:
         # Small images submitted and not yet sent (see flush): (data, params, spool, the image's future).
         self._pending: list[tuple[bytes, CompressParams, str | None, Future[JobOutcome]]] = []
         self._pool = self._new_pool()
+        self._quarantine = _Quarantine(functools.partial(self._new_pool, workers=1))
         self._probes: list[Future[None]] = []
         self._probes_sent = threading.Event()
         self._failure: str | None = None
@@ -141,10 +145,13 @@ class ProcessExecutor:
         return 2 * BATCH_IMAGES * self.workers
 
     def submit(
-        self, data: bytes, params: CompressParams, *, name: str = "", spool: str | None = None
+        self, data: bytes, params: CompressParams, *, name: str = "", spool: str | None = None, alone: bool = False
     ) -> Future[JobOutcome]:
         """A large image is sent at once; a small one waits for `flush` (the daemon flushes after each round
-        of submits), which sends small images several to a task."""
+        of submits), which sends small images several to a task. One to run `alone` goes to the quarantine: a
+        pool of one worker that runs one image at a time (see _Quarantine)."""
+        if alone:
+            return self._quarantine.submit(data, params, spool)
         if len(data) >= SMALL_IMAGE_BYTES:
             return self._send(_run_job, data, params, spool)
         if self._pending and self._pending[0][1] is not params:  # a task has one params object
@@ -221,6 +228,7 @@ class ProcessExecutor:
         # Jobs still in the pool's own queue can be cancelled; those already handed to the workers' call
         # queue (up to workers + 1 of them) cannot, so the workers decline them through the event instead.
         self._stopping.set()
+        self._quarantine.stop_starting()
         kept_back, self._pending = self._pending, []
         for _data, _params, _spool, job in kept_back:
             job.cancel()
@@ -230,16 +238,8 @@ class ProcessExecutor:
             future.cancel()  # False for a job already handed to the workers: fine
 
     def shutdown(self, *, cancel: bool) -> None:
-        pool = self._pool
-        # ProcessPoolExecutor.shutdown() forgets its processes and manager thread (Python 3.11-3.13), so take
-        # them first: a worker left running would be joined, without a bound, by multiprocessing's exit handler.
-        processes = list((pool._processes or {}).values())
-        manager = pool._executor_manager_thread
-        pool.shutdown(wait=not cancel, cancel_futures=cancel)
-        if cancel:
-            _stop_processes(processes, timeout=STOP_SECONDS)
-            if manager is not None:  # it notices the dead workers and settles their futures
-                manager.join(STOP_SECONDS)
+        _shut_down(self._pool, cancel=cancel)
+        self._quarantine.shutdown(cancel=cancel)
 
     def _forget_job(self, future: Future[JobOutcome]) -> None:
         with self._jobs_lock:
@@ -261,9 +261,9 @@ class ProcessExecutor:
             broken.set_exception(exc)
             self._probes = [broken]
 
-    def _new_pool(self) -> ProcessPoolExecutor:
+    def _new_pool(self, workers: int | None = None) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
-            max_workers=self.workers,
+            max_workers=workers or self.workers,
             mp_context=self._context,
             initializer=_init_worker,
             initargs=(os.getpid(), self._stopping),
@@ -274,6 +274,99 @@ class ProcessExecutor:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._pool = self._new_pool()
         self._send_probes()
+
+
+class _Quarantine:
+    """Where an image runs whose last job died with its pool: alone, in a pool of one worker, one image at a time.
+
+    A worker that dies in the shared pool breaks every job in flight there (concurrent.futures cannot tell which
+    one it ran), so such a death says nothing about any one image: the daemon counts no attempt for it and sends
+    each image it broke here (Executor.submit's `alone`). A worker that dies here was killed by that image: its
+    job ends with TransientError(WORKER_DIED), an attempt the daemon counts, and the next image gets a fresh pool.
+    So a poison image fails after its attempts, and the images that shared its pool only pay one run here each.
+    """
+
+    def __init__(self, new_pool: Callable[[], ProcessPoolExecutor]) -> None:
+        self._new_pool = new_pool
+        self._pool: ProcessPoolExecutor | None = None  # made when first needed (most runs never need it)
+        self._waiting: collections.deque[tuple[bytes, CompressParams, str | None, Future[JobOutcome]]] = (
+            collections.deque())
+        self._busy = False
+        self._stopped = False
+        self._lock = threading.Lock()
+
+    def submit(self, data: bytes, params: CompressParams, spool: str | None) -> Future[JobOutcome]:
+        job: Future[JobOutcome] = Future()
+        with self._lock:
+            self._waiting.append((data, params, spool, job))
+        self._start_next()
+        return job
+
+    def stop_starting(self) -> None:
+        """Start no more (those waiting end cancelled); the one running goes on, as in the shared pool."""
+        with self._lock:
+            self._stopped = True
+            waiting, self._waiting = list(self._waiting), collections.deque()
+        for _data, _params, _spool, job in waiting:
+            job.cancel()
+
+    def shutdown(self, *, cancel: bool) -> None:
+        self.stop_starting()
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            _shut_down(pool, cancel=cancel)
+
+    def _start_next(self) -> None:
+        with self._lock:
+            if self._busy or self._stopped or not self._waiting:
+                return
+            data, params, spool, job = self._waiting.popleft()
+            self._busy = True
+            if self._pool is None:
+                self._pool = self._new_pool()
+            pool = self._pool
+        try:
+            task = pool.submit(_run_jobs, [(data, spool)], params)
+        except Exception as exc:  # shut down meanwhile, or broken as it started: the image is retried
+            job.set_exception(TransientError(f"{WORKER_DIED}: {exc}"))
+            self._ended(None)
+            return
+        task.add_done_callback(functools.partial(self._settle, job))
+
+    def _settle(self, job: Future[JobOutcome], task: Future) -> None:
+        """Runs in the pool's manager thread when the image's task ends."""
+        if not task.cancelled() and isinstance(task.exception(), BrokenProcessPool):
+            job.set_exception(TransientError(WORKER_DIED))  # this image killed its worker
+            self._ended(task)
+        else:
+            _settle_jobs([job], task)
+            self._ended(None)
+
+    def _ended(self, broken: Future | None) -> None:
+        """One image done with; after a death, the next one gets a fresh pool."""
+        with self._lock:
+            self._busy = False
+            pool = self._pool if broken is not None else None
+            if pool is not None:
+                self._pool = None
+        if pool is not None:
+            log.warning("a worker process died running one image alone; starting a new pool for the next")
+            pool.shutdown(wait=False)
+        self._start_next()
+
+
+def _shut_down(pool: ProcessPoolExecutor, *, cancel: bool) -> None:
+    """Shut `pool` down; with cancel, abandon running jobs, stopping their workers (SIGTERM, then SIGKILL)."""
+    # ProcessPoolExecutor.shutdown() forgets its processes and manager thread (Python 3.11-3.13), so take
+    # them first: a worker left running would be joined, without a bound, by multiprocessing's exit handler.
+    processes = list((pool._processes or {}).values())
+    manager = pool._executor_manager_thread
+    pool.shutdown(wait=not cancel, cancel_futures=cancel)
+    if cancel:
+        _stop_processes(processes, timeout=STOP_SECONDS)
+        if manager is not None:  # it notices the dead workers and settles their futures
+            manager.join(STOP_SECONDS)
 
 
 def create_executor(kind: str, *, workers: int, scheduler: str = "local") -> Executor:

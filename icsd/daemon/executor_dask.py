@@ -114,15 +114,16 @@ class DaskExecutor:
         return 2 * BATCH_IMAGES * self._threads
 
     def submit(
-        self, data: bytes, params: CompressParams, *, name: str = "", spool: str | None = None
+        self, data: bytes, params: CompressParams, *, name: str = "", spool: str | None = None, alone: bool = False
     ) -> Future[JobOutcome]:
         """`name` (the image's relative path) only appears in log lines about lost workers. `spool` is not used:
-        workers may be on other machines, so results come back as bytes (writes_spool is False)."""
+        workers may be on other machines, so results come back as bytes (writes_spool is False). `alone`: see
+        Executor.submit."""
         self._live_client()  # a lost scheduler refuses the job now, not after the batch wait
         bridge: Future[JobOutcome] = Future()
         bridge.set_running_or_notify_cancel()  # the daemon never cancels a job; cancel() becomes a no-op
         job = _Job(data, name or f"{len(data)}-byte image", bridge)
-        if len(data) >= SMALL_IMAGE_BYTES:
+        if alone or len(data) >= SMALL_IMAGE_BYTES:
             self._send([job], params)
             return bridge
         with self._wake:

@@ -18,6 +18,7 @@ import queue
 import threading
 import time
 from concurrent.futures import CancelledError, Future
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -103,6 +104,8 @@ class Service:
         self._events: queue.Queue[Ready | Done] = queue.Queue()
         self._watcher: Watcher | None = None
         self._executor: Executor | None = None
+        # Files a worker's death in the shared pool broke: they run alone until done or failed (see _run_alone).
+        self._alone: set[str] = set()
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -258,6 +261,7 @@ class Service:
                         unreadable.append((rel, admission))  # recorded once the round's claims are
                     else:
                         self.scheduler.not_started(rel)
+                        self._alone.discard(rel)
         except TransientError as exc:
             back = [admission.task.rel for admission in admitted] + [name for name, _unreadable in unreadable]
             first = False
@@ -274,7 +278,8 @@ class Service:
         task = admission.task
         spool = self.outputs.spool_for(task) if executor.writes_spool else None
         try:
-            future = executor.submit(admission.data, self.params, name=task.rel, spool=spool)
+            future = executor.submit(admission.data, self.params, name=task.rel, spool=spool,
+                                     alone=task.rel in self._alone)
         except Exception as exc:  # an executor that cannot take work now (e.g. cluster unreachable)
             self.scheduler.withdraw(task.rel)
             if self._executor_failed(task.rel):
@@ -352,7 +357,11 @@ class Service:
             self.outputs.discard_spool(done.spool)
             if self.scheduler.draining and isinstance(exc, CancelledError):  # never started (stop_starting)
                 self._give_back(task.rel, NOT_STARTED)
-            elif not self._executor_failed(task.rel):
+            elif self._executor_failed(task.rel):
+                pass
+            elif isinstance(exc, BrokenProcessPool):  # a worker died in the shared pool: maybe not this image's doing
+                self._run_alone(task.rel)
+            else:
                 self._retry_later(task.rel, exc.message if isinstance(exc, IcsdError) else WORKER_DIED, task=task)
             return None
         if outcome.result is not None:
@@ -387,6 +396,7 @@ class Service:
 
     def _done(self, task: Task, result: Result, *, recorded: bool) -> None:
         """After the group's commit: dispose of the original, count, log the progress line."""
+        self._alone.discard(task.rel)
         if not recorded:
             log.info("%s changed while it was processed; the new version is processed next", task.rel)
             return
@@ -407,6 +417,7 @@ class Service:
 
     def _fail(self, rel: str, error: str, *, task: Task | None = None) -> None:
         """Record a permanent failure and set the original aside (only the version that failed)."""
+        self._alone.discard(rel)
         entry = self.journal.get(rel)
         if entry is not None:
             self.journal.mark_failed(rel, error)
@@ -429,6 +440,15 @@ class Service:
             return
         log.warning("%s: %s; retrying in %.0f s (attempt %d of %d)", rel, error, decision.delay, decision.attempt,
                     self.settings.max_attempts)
+
+    def _run_alone(self, rel: str) -> None:
+        """`rel`'s job was in the shared pool when a worker died, which breaks every job there: no attempt is
+        counted, and it runs next alone (Executor.submit), where a death is its own (see executor._Quarantine)."""
+        self._give_back(rel, WORKER_DIED)
+        self._alone.add(rel)
+        self.scheduler.offer(rel)
+        log.warning("%s: %s while it shared the pool; it runs alone next (this attempt is not counted)", rel,
+                    WORKER_DIED)
 
     def _executor_failed(self, rel: str) -> bool:
         """True when the executor cannot run anything (see Executor.failure): then a failed job says nothing
@@ -497,7 +517,8 @@ class Service:
                 self._finish([event])
 
     def _give_back(self, rel: str, reason: str) -> None:
-        """Unclaim `rel` (pending again, the attempt not counted): stopping the daemon is no image's fault."""
+        """Unclaim `rel` (pending again, the attempt not counted): stopping the daemon, or a worker's death in the
+        shared pool, is no image's fault."""
         with contextlib.suppress(TransientError, KeyError):  # the row stays in progress: requeued on the next start
             self.journal.unclaim(rel, reason)
 

@@ -45,14 +45,14 @@ def run(pool: ProcessExecutor, data: bytes, spool: Path) -> JobOutcome:
 def test_small_images_go_several_to_a_task_and_each_gets_its_own_outcome(
     pool: ProcessExecutor, photo_bytes: bytes, tmp_path: Path
 ) -> None:
-    inputs = [photo_bytes] * 4 + [b"not an image"] + [photo_bytes] * 3
+    inputs = [photo_bytes] * 4 + [b"not an image"] + [photo_bytes] * (BATCH_IMAGES - 3)
     futures = [pool.submit(data, PARAMS, spool=str(tmp_path / f"{TEMP_PREFIX}{i}")) for i, data in enumerate(inputs)]
     assert not any(future.done() for future in futures)  # kept back until the flush
-    pool.flush()  # one worker: one full task of 6 goes, the 2 left wait for companions or an idle worker
-    first = [future.result(timeout=60) for future in futures[:6]]
-    assert not any(future.done() for future in futures[6:])
+    pool.flush()  # one worker: one full task goes, the 2 left wait for companions or an idle worker
+    first = [future.result(timeout=60) for future in futures[:BATCH_IMAGES]]
+    assert not any(future.done() for future in futures[BATCH_IMAGES:])
     pool.flush()  # as the daemon does after each round: its worker is idle now, so the rest go
-    outcomes = first + [future.result(timeout=60) for future in futures[6:]]
+    outcomes = first + [future.result(timeout=60) for future in futures[BATCH_IMAGES:]]
     expected = compress(photo_bytes, PARAMS).data
     for i, outcome in enumerate(outcomes):
         if i == 4:  # the bad one fails alone
@@ -64,17 +64,29 @@ def test_small_images_go_several_to_a_task_and_each_gets_its_own_outcome(
     assert pool.submit(big, PARAMS).result(timeout=60).result is not None  # a large one is sent at once
 
 
+def test_an_image_to_run_alone_is_sent_at_once_without_companions(pool: ProcessExecutor, photo_bytes: bytes) -> None:
+    """The daemon runs an image whose worker died alone next: it must not wait for companions (nor take any)."""
+    kept = pool.submit(photo_bytes, PARAMS)
+    alone = pool.submit(photo_bytes, PARAMS, alone=True)
+    assert alone.result(timeout=60).result is not None  # no flush needed
+    assert not kept.done()  # still waiting for companions: it did not travel with the lone one
+    pool.flush()
+    assert kept.result(timeout=60).result is not None
+
+
 def test_the_batching_rule_sends_full_tasks_and_a_share_per_idle_worker_and_otherwise_waits() -> None:
+    full = BATCH_IMAGES
+    assert full > 5
     assert batches_to_send(0, idle=2) == []
-    assert batches_to_send(14, idle=0) == [6, 6]  # full tasks go even when every worker is busy
+    assert batches_to_send(2 * full + 2, idle=0) == [full, full]  # full tasks go even when every worker is busy
     assert batches_to_send(5, idle=0) == []  # a partial one waits for companions ...
     assert batches_to_send(5, idle=2) == [3, 2]  # ... unless a worker is idle: a share each
-    assert batches_to_send(8, idle=2) == [6, 2]  # the full task takes one idle worker, the rest the other
-    assert batches_to_send(8, idle=1) == [6]
+    assert batches_to_send(full + 2, idle=2) == [full, 2]  # the full task takes one idle worker, the rest the other
+    assert batches_to_send(full + 2, idle=1) == [full]
     assert batches_to_send(1, idle=2) == [1]  # a lone image leaves at once
     assert batches_to_send(5, idle=0, everything=True) == [5]  # stopping: all of it
-    assert batches_to_send(14, idle=3, everything=True) == [6, 6, 2]
-    assert BATCH_IMAGES == 6
+    assert batches_to_send(2 * full + 2, idle=3, everything=True) == [full, full, 2]
+
 
 def test_a_worker_writes_its_output_to_the_spool_durably_and_sends_back_no_bytes(
     pool: ProcessExecutor, photo_bytes: bytes, tmp_path: Path

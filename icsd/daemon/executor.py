@@ -48,7 +48,10 @@ WORKER_DIED = "worker process died (killed by a signal or out of memory)"
 NOT_STARTED = "not started: icsd was stopping"
 # How long shutdown(cancel=True) waits for terminated workers (and then killed ones) to exit.
 STOP_SECONDS = 5.0
-BATCH_IMAGES = 6  # small images per task at most (the pool's and Dask's)
+# Small images per task at most (the pool's and Dask's). Each task costs the daemon a wake-up, a group commit
+# (a journal transaction and a folder fsync each) and a round of claims: 24 rather than 6 took the coordinator's CPU
+# per small image from ~0.69 to ~0.48 ms (bench/smallfiles.py's images, 3 interleaved runs each; docs/scale.md).
+BATCH_IMAGES = 24
 SMALL_IMAGE_BYTES = 512 * 1024  # a larger file is a task of its own (its compression dwarfs the overhead)
 
 

@@ -132,7 +132,13 @@ def test_killing_a_worker_mid_run_loses_nothing(executor: DaskExecutor) -> None:
     assert len(results) == len(futures)
     assert all(comparable(r) == expected for r in results)
 
-    wait_until(lambda: len(executor.worker_pids()) == 2, timeout=JOB_TIMEOUT, what="the nanny to restart it")
+    # The nanny restarts the worker for the tests after this one; under load it can instead close for good as it
+    # restarts it (dask/distributed#7312, a race in Dask itself): then the cluster is scaled back to two workers.
+    try:
+        wait_until(lambda: len(executor.worker_pids()) == 2, timeout=20, what="the nanny to restart it")
+    except AssertionError:
+        executor._cluster.scale(2)  # type: ignore[union-attr]
+        wait_until(lambda: len(executor.worker_pids()) == 2, timeout=JOB_TIMEOUT, what="a second worker")
     assert pids[victim] not in executor.worker_pids()
     assert executor.healthy()
     # The restarted worker got the local-worker setup too: Ctrl-C in our terminal does not reach it.
@@ -288,7 +294,13 @@ def test_a_killed_worker_is_one_warning_naming_the_image_and_the_worker(
     lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and victim in r.getMessage()]
     assert len(lines) == 1, lines
     assert "was lost while running cam/" in lines[0] and "runs it again" in lines[0]
-    wait_until(lambda: len(executor.worker_pids()) == 2, timeout=JOB_TIMEOUT, what="the nanny to restart it")
+    # The nanny restarts the worker for the tests after this one; under load it can instead close for good as it
+    # restarts it (dask/distributed#7312, a race in Dask itself): then the cluster is scaled back to two workers.
+    try:
+        wait_until(lambda: len(executor.worker_pids()) == 2, timeout=20, what="the nanny to restart it")
+    except AssertionError:
+        executor._cluster.scale(2)  # type: ignore[union-attr]
+        wait_until(lambda: len(executor.worker_pids()) == 2, timeout=JOB_TIMEOUT, what="a second worker")
 
 
 def test_a_batch_whose_worker_keeps_dying_is_split_so_only_the_culprit_pays(caplog: pytest.LogCaptureFixture) -> None:

@@ -13,6 +13,7 @@ import socket
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, wait
+from pathlib import Path
 
 import pytest
 
@@ -27,6 +28,7 @@ from icsd.core.jobs import JobOutcome, compress_job
 from icsd.core.params import CompressParams, Strategy
 from icsd.daemon import executor_dask
 from icsd.daemon.executor_dask import DaskExecutor
+from icsd.daemon.output import TEMP_PREFIX
 from icsd.errors import SettingsError, TransientError
 from tests.harness import sample_image, wait_until
 
@@ -71,9 +73,16 @@ def pids_gone(pids: list[int]) -> bool:
 
 
 @pytest.fixture(scope="module")
-def executor() -> Iterator[DaskExecutor]:
+def state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The module executor's `state` folder (the output folder's .icsd, where it leaves its token)."""
+    return tmp_path_factory.mktemp("out") / ".icsd"
+
+
+@pytest.fixture(scope="module")
+def executor(state: Path) -> Iterator[DaskExecutor]:
     """One two-worker LocalCluster shared by the tests that leave it running (start-up costs ~2 s)."""
-    executor = DaskExecutor("local", workers=2)
+    state.mkdir()
+    executor = DaskExecutor("local", workers=2, state=state)
     try:
         yield executor
     finally:
@@ -90,6 +99,45 @@ CASES = [
     ),
     pytest.param("china.jpg", "JPEG", 160, CompressParams(strategy=Strategy.SIZE_ONLY, scale=3), id="size-only"),
 ]
+
+
+def test_a_worker_that_sees_the_output_folder_writes_the_spool_and_sends_no_bytes(
+    executor: DaskExecutor, state: Path
+) -> None:
+    """Local workers find the executor's token: each output is in its spool file, durable, and comes back empty;
+    without a spool path (or where a spool cannot be made) the bytes come back as before."""
+    params = CompressParams(scale=2, colors=16)
+    folder = state.parent / "cam"
+    folder.mkdir()
+    datas = [encode("china.jpg", "JPEG", crop=120 + 8 * i) for i in range(3)]
+    spools = [str(folder / f"{TEMP_PREFIX}{i}") for i in range(3)]
+    futures = [executor.submit(data, params, spool=spool) for data, spool in zip(datas, spools, strict=True)]
+    futures.append(executor.submit(datas[0], params))  # no spool path
+    futures.append(executor.submit(datas[0], params, spool=str(state.parent / "missing" / f"{TEMP_PREFIX}x")))
+    results = [outcome.result for outcome in outcomes(futures)]
+    for data, spool, result in zip(datas, spools, results[:3], strict=True):
+        assert result is not None and result.data == b""
+        assert Path(spool).read_bytes() == in_process(data, params).result.data
+    assert results[3] is not None and results[3].data == in_process(datas[0], params).result.data
+    assert results[4] is not None and results[4].data == results[3].data  # no folder there: sent back
+
+
+def test_only_the_daemons_own_token_lets_a_worker_write_its_files(tmp_path: Path) -> None:
+    """A worker on another machine finds no token file, or one another daemon run left at the same path: it
+    must send the bytes back, never write outputs on its own disk."""
+    token = executor_dask._leave_token(tmp_path)
+    assert token is not None and Path(token[0]).read_text() == token[1] and len(token[1]) == 32
+    assert executor_dask._sees_our_files(token)
+    assert not executor_dask._sees_our_files((token[0], "another run's token"))
+    assert not executor_dask._sees_our_files((str(tmp_path / "nowhere" / executor_dask.TOKEN_NAME), token[1]))
+    assert not executor_dask._sees_our_files(None)
+    assert executor_dask._leave_token(None) is None
+    data = encode("china.jpg", "JPEG", crop=96)
+    spool = tmp_path / f"{TEMP_PREFIX}a"
+    (elsewhere,) = executor_dask._compress_on_worker([data], CompressParams(), [str(spool)], (token[0], "other"))
+    assert isinstance(elsewhere, JobOutcome) and elsewhere.result and elsewhere.result.data and not spool.exists()
+    (here,) = executor_dask._compress_on_worker([data], CompressParams(), [str(spool)], token)
+    assert isinstance(here, JobOutcome) and here.result and here.result.data == b"" and spool.read_bytes()
 
 
 def test_outputs_are_byte_identical_to_in_process(executor: DaskExecutor) -> None:

@@ -178,5 +178,6 @@ def test_dask_executor_gives_the_process_pools_outputs(tmp_path: Path) -> None:
         assert "icsd stopped: 2 images done, 0 failed" in done.stderr
         outputs[executor] = {p.relative_to(out).as_posix(): p.read_bytes()
                              for p in out.rglob("*.png") if ".icsd" not in p.parts}
+        assert not list(out.rglob(".icsd-tmp-*"))  # Dask's local workers spool their outputs, as the pool's do
     assert sorted(outputs["process"]) == ["china.png", "sub/flower.png"]
     assert outputs["dask"] == outputs["process"]

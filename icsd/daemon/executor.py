@@ -23,6 +23,7 @@ from concurrent.futures import CancelledError, Future, ProcessPoolExecutor, Thre
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event as EventType
+from pathlib import Path
 from typing import Protocol
 
 from icsd.core import CompressParams, JobOutcome, compress_job
@@ -40,6 +41,7 @@ __all__ = [
     "ProcessExecutor",
     "batches_to_send",
     "create_executor",
+    "run_jobs",
 ]
 
 log = logging.getLogger("icsd.executor")
@@ -74,7 +76,8 @@ class Executor(Protocol):
     """What the daemon needs from an executor."""
 
     name: str
-    # True when workers share this machine's file system: a job given a `spool` path writes its output there.
+    # True when workers may share the daemon's files: a job given a `spool` path writes its output there (or, if its
+    # worker cannot, sends the bytes back as usual).
     writes_spool: bool
 
     def submit(
@@ -181,7 +184,7 @@ class ProcessExecutor:
     def _send_batch(self, batch: list[tuple[bytes, CompressParams, str | None, Future[JobOutcome]]]) -> None:
         jobs = [job for _data, _params, _spool, job in batch]
         try:
-            task = self._send(_run_jobs, [(data, spool) for data, _params, spool, _job in batch], batch[0][1])
+            task = self._send(run_jobs, [(data, spool) for data, _params, spool, _job in batch], batch[0][1])
         except Exception as exc:  # a pool that cannot take work: each image's future says so
             for job in jobs:
                 job.set_exception(exc)
@@ -330,7 +333,7 @@ class _Quarantine:
                 self._pool = self._new_pool()
             pool = self._pool
         try:
-            task = pool.submit(_run_jobs, [(data, spool)], params)
+            task = pool.submit(run_jobs, [(data, spool)], params)
         except Exception as exc:  # shut down meanwhile, or broken as it started: the image is retried
             job.set_exception(TransientError(f"{WORKER_DIED}: {exc}"))
             self._ended(None)
@@ -372,8 +375,9 @@ def _shut_down(pool: ProcessPoolExecutor, *, cancel: bool) -> None:
             manager.join(STOP_SECONDS)
 
 
-def create_executor(kind: str, *, workers: int, scheduler: str = "local") -> Executor:
-    """The executor named by ICSD_EXECUTOR."""
+def create_executor(kind: str, *, workers: int, scheduler: str = "local", state: Path | None = None) -> Executor:
+    """The executor named by ICSD_EXECUTOR. `state`: a folder in the output folder (its `.icsd`) where a Dask
+    executor leaves the token by which a worker tells it sees the same files (see DaskExecutor)."""
     if kind == "process":
         return ProcessExecutor(workers)
     if kind == "dask":
@@ -383,7 +387,7 @@ def create_executor(kind: str, *, workers: int, scheduler: str = "local") -> Exe
             raise SettingsError(
                 f"ICSD_EXECUTOR=dask needs the dask extra: pip install 'icsd[dask]' ({exc})"
             ) from None
-        return DaskExecutor(scheduler, workers=workers)
+        return DaskExecutor(scheduler, workers=workers, state=state)
     raise SettingsError(f"ICSD_EXECUTOR must be process or dask, got {kind!r}")
 
 
@@ -394,24 +398,24 @@ def _ready() -> None:
 
 
 _stopping: EventType | None = None  # in a worker: the executor's stop_starting event
-_syncer: ThreadPoolExecutor | None = None  # in a worker: fsyncs its spooled outputs (see _run_jobs)
+_syncer: ThreadPoolExecutor | None = None  # in a worker: fsyncs its spooled outputs (see run_jobs)
 
 
 def _run_job(data: bytes, params: CompressParams, spool: str | None = None) -> JobOutcome:
-    """One image in a pool task: _run_jobs' outcome for it, or what it raised."""
-    (outcome,) = _run_jobs([(data, spool)], params)
+    """One image in a pool task: run_jobs' outcome for it, or what it raised."""
+    (outcome,) = run_jobs([(data, spool)], params)
     if isinstance(outcome, BaseException):
         raise outcome
     return outcome
 
 
-def _run_jobs(jobs: list[tuple[bytes, str | None]], params: CompressParams) -> list[JobOutcome | BaseException]:
-    """Several images in one pool task: for each, in order, compress_job's outcome or what it raised
-    (CancelledError(NOT_STARTED) once the daemon stopped starting jobs). With a `spool` path, the output is
-    written there (see Executor.submit) instead of sent back: its fsync, which waits on the disk (~0.4 ms here,
-    a tenth of a small image's work), runs on a thread while the next image is compressed; the task returns
-    once every output is durable. An output that could not be spooled (no space, no folder yet) is sent back
-    for the daemon to write, and to report why if it cannot either."""
+def run_jobs(jobs: list[tuple[bytes, str | None]], params: CompressParams) -> list[JobOutcome | BaseException]:
+    """Several images in one task (the pool's, or a Dask worker's): for each, in order, compress_job's outcome
+    or what it raised (CancelledError(NOT_STARTED) once the daemon stopped starting jobs). With a `spool` path,
+    the output is written there (see Executor.submit) instead of sent back: its fsync, which waits on the disk
+    (~0.4 ms here, a tenth of a small image's work), runs on a thread while the next image is compressed; the
+    task returns once every output is durable. An output that could not be spooled (no space, no folder yet)
+    is sent back for the daemon to write, and to report why if it cannot either."""
     outcomes: list[JobOutcome | BaseException] = []
     syncing: list[tuple[int, Future[None]]] = []
     for data, spool in jobs:

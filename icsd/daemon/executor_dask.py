@@ -4,8 +4,11 @@ Longer than ~400 lines on purpose: submission, batching of small images and lost
 one client's state and lifecycle; split, they would pass it around.
 
 Only bytes and a frozen params object cross the wire, so workers need icsd installed but no shared
-file system. The daemon stays the single watcher, journal owner and writer and consumes each future
-once, so a task the scheduler re-ran on another worker (because its first worker died) is written once.
+file system. A worker that does see the daemon's output folder (the same machine, or a shared file system:
+it finds the token this executor left there) writes each output beside its final place, as a pool worker
+does, and sends back only the stats; the others send the PNG's bytes, which the daemon writes. The daemon
+stays the single watcher and journal owner and consumes each future once, so a task the scheduler re-ran
+on another worker (because its first worker died) is placed once.
 
 Small images travel several to a task (up to BATCH_IMAGES, each under SMALL_IMAGE_BYTES): a Dask
 task costs milliseconds of scheduling and round trips, as much as compressing a 640x480 frame, so
@@ -19,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import signal
 import socket
 import threading
@@ -27,15 +31,17 @@ from collections.abc import Sequence
 from concurrent.futures import CancelledError, Future, InvalidStateError, wait
 from contextlib import suppress
 from functools import partial
+from pathlib import Path
 
 import dask
 from distributed import Client, KilledWorker, LocalCluster, WorkerPlugin
 from distributed import Future as DaskFuture
 from distributed.comm import get_address_host_port, parse_address
 
-from icsd.core import CompressParams, JobOutcome, compress_job
-from icsd.daemon.executor import BATCH_IMAGES, SMALL_IMAGE_BYTES, batches_to_send
+from icsd.core import CompressParams, JobOutcome
+from icsd.daemon.executor import BATCH_IMAGES, SMALL_IMAGE_BYTES, batches_to_send, run_jobs
 from icsd.daemon.fork_server import limit_native_threads
+from icsd.daemon.output import write_atomic
 from icsd.errors import SettingsError, TransientError
 
 __all__ = ["CONNECT_TIMEOUT", "GATHER_TIMEOUT", "RECONNECT_PAUSE", "RECONNECT_TIMEOUT", "DaskExecutor"]
@@ -48,17 +54,19 @@ GATHER_TIMEOUT = 120.0  # bound on fetching one finished result: a stuck fetch b
 RECONNECT_PAUSE = 30.0
 RECONNECT_TIMEOUT = 2.0  # a scheduler that is back answers at once
 BATCH_WAIT = 0.004  # seconds a submit waits for companions before its batch leaves anyway
+TOKEN_NAME = "dask-token"  # in the output folder's .icsd: see _sees_our_files
 
 
 class _Job:
     """One image on its way: its bytes (until sent), its name for log lines, and the daemon's future."""
 
-    __slots__ = ("bridge", "data", "name")
+    __slots__ = ("bridge", "data", "name", "spool")
 
-    def __init__(self, data: bytes, name: str, bridge: Future[JobOutcome]) -> None:
+    def __init__(self, data: bytes, name: str, bridge: Future[JobOutcome], spool: str | None = None) -> None:
         self.data: bytes | None = data
         self.name = name
         self.bridge = bridge
+        self.spool = spool
 
 
 class DaskExecutor:
@@ -74,10 +82,15 @@ class DaskExecutor:
     """
 
     name = "dask"
-    writes_spool = False  # workers may be elsewhere: results come back as bytes
+    writes_spool = True  # by the workers that see the token in `state` (the others send bytes)
 
-    def __init__(self, scheduler: str, *, workers: int, connect_timeout: float = CONNECT_TIMEOUT) -> None:
+    def __init__(
+        self, scheduler: str, *, workers: int, connect_timeout: float = CONNECT_TIMEOUT, state: Path | None = None
+    ) -> None:
+        """`state`: a folder in the daemon's output folder, where a random token for this run is left: a worker
+        that reads the same token there sees the same files, and writes its outputs to the spool paths."""
         self.scheduler = scheduler
+        self._token = _leave_token(state)
         self.workers = workers
         self._connect_timeout = connect_timeout
         self._lock = threading.Lock()
@@ -116,13 +129,13 @@ class DaskExecutor:
     def submit(
         self, data: bytes, params: CompressParams, *, name: str = "", spool: str | None = None, alone: bool = False
     ) -> Future[JobOutcome]:
-        """`name` (the image's relative path) only appears in log lines about lost workers. `spool` is not used:
-        workers may be on other machines, so results come back as bytes (writes_spool is False). `alone`: see
+        """`name` (the image's relative path) only appears in log lines about lost workers. `spool`: see
+        Executor.submit; a worker that does not see the daemon's files sends the bytes. `alone`: see
         Executor.submit."""
         self._live_client()  # a lost scheduler refuses the job now, not after the batch wait
         bridge: Future[JobOutcome] = Future()
         bridge.set_running_or_notify_cancel()  # the daemon never cancels a job; cancel() becomes a no-op
-        job = _Job(data, name or f"{len(data)}-byte image", bridge)
+        job = _Job(data, name or f"{len(data)}-byte image", bridge, spool)
         if alone or len(data) >= SMALL_IMAGE_BYTES:
             self._send([job], params)
             return bridge
@@ -287,7 +300,8 @@ class DaskExecutor:
             # "large graph" warning. retries=0: compress_job reports bad images in its outcome, and anything
             # it raises is retried by the daemon with backoff and attempt counting.
             with dask.config.set({"distributed.admin.large-graph-warning-threshold": "2GiB"}):
-                task = client.submit(_compress_on_worker, datas, params, pure=False, retries=0)
+                task = client.submit(_compress_on_worker, datas, params, [job.spool for job in jobs], self._token,
+                                     pure=False, retries=0)
         except Exception as exc:
             error = exc if isinstance(exc, TransientError) else TransientError(f"dask refused the job: {exc}")
             for job in jobs:
@@ -365,10 +379,14 @@ class _LocalWorkerSetup(WorkerPlugin):
 _thread_state = threading.local()
 
 
-def _compress_on_worker(datas: Sequence[bytes], params: CompressParams) -> list[JobOutcome | BaseException]:
+def _compress_on_worker(
+    datas: Sequence[bytes], params: CompressParams, spools: Sequence[str | None] | None = None,
+    token: tuple[str, str] | None = None,
+) -> list[JobOutcome | BaseException]:
     """compress_job for each image, with one BLAS/OpenMP thread per task thread, so N task threads use N
-    cores. An exception from one image (compress_job reports bad images in its outcome, so this is rare)
-    is returned in its place: the others of the batch are not lost with it.
+    cores; each output written to its spool path when this worker sees the daemon's files (`token`: where the
+    daemon left it, and what it says), else sent back. As in the process pool (executor.run_jobs, which this
+    runs): an exception from one image is returned in its place, the others of the batch are not lost with it.
 
     Nannies already export OMP_NUM_THREADS=1 and friends, but a worker started without one does not;
     OpenMP limits are per calling thread, hence once per task thread rather than once per process.
@@ -376,13 +394,41 @@ def _compress_on_worker(datas: Sequence[bytes], params: CompressParams) -> list[
     if not getattr(_thread_state, "limited", False):
         limit_native_threads()
         _thread_state.limited = True
-    outcomes: list[JobOutcome | BaseException] = []
-    for data in datas:
+    if spools is None or not _sees_our_files(token):
+        spools = [None] * len(datas)
+    return run_jobs(list(zip(datas, spools, strict=True)), params)
+
+
+_seen_tokens: dict[tuple[str, str], bool] = {}  # in a worker: the daemons' tokens it found (or not)
+
+
+def _sees_our_files(token: tuple[str, str] | None) -> bool:
+    """Does this worker see the daemon's output folder? It does if the daemon's token file holds the same random
+    text here: the same machine, or a shared file system. A worker elsewhere finds no such file (or, on a machine
+    with the same paths, another daemon's token), and must not write outputs there. Read once per daemon run."""
+    if token is None:
+        return False
+    if token not in _seen_tokens:
+        path, text = token
         try:
-            outcomes.append(compress_job(data, params))
-        except Exception as exc:
-            outcomes.append(exc)
-    return outcomes
+            with open(path, encoding="ascii") as handle:
+                _seen_tokens[token] = handle.read() == text
+        except (OSError, ValueError):
+            _seen_tokens[token] = False
+    return _seen_tokens[token]
+
+
+def _leave_token(state: Path | None) -> tuple[str, str] | None:
+    """Write a random token for this run into `state` (see _sees_our_files); None if there is nowhere to."""
+    if state is None:
+        return None
+    text = secrets.token_hex(16)
+    try:
+        write_atomic(state, TOKEN_NAME, text.encode("ascii"))
+    except (OSError, ValueError) as exc:
+        log.debug("no token for dask workers in %s (%s): every worker sends its outputs back", state, exc)
+        return None
+    return str(state / TOKEN_NAME), text
 
 
 def _start_local_cluster(workers: int) -> LocalCluster:

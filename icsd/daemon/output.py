@@ -166,7 +166,7 @@ def write_spool(path: str, data: bytes) -> None:
 
 def begin_spool(path: str, data: bytes) -> int:
     """write_spool's first half: create `path` exclusively and write `data`; returns its open descriptor, not yet
-    synced: pass it to finish_spool (a worker does that beside its next image, see executor._run_jobs)."""
+    synced: pass it to finish_spool (a worker does that beside its next image, see executor.run_jobs)."""
     return _create_filled(path, lambda fd: _write_all(fd, data))
 
 

@@ -151,7 +151,7 @@ class Service:
         stack.callback(self.metrics.stop)
         self.metrics.set_runtime_source(lambda: self.tally.runtime)
         executor = self._executor = create_executor(settings.executor, workers=settings.worker_count,
-                                                    scheduler=settings.dask_scheduler)
+                                                    scheduler=settings.dask_scheduler, state=self.output_root / ".icsd")
         # Both executors send small images several to a task: the window is wide, and bounded in bytes too.
         self.scheduler.window = max(self.scheduler.window, getattr(executor, "in_flight_hint", 0))
         stack.callback(self._drain, executor)
@@ -385,6 +385,7 @@ class Service:
                 if done.placed is None:
                     done.placed = self.outputs.place_spooled(task, done.spool)
                 return done.placed
+            self.outputs.discard_spool(done.spool)  # what a worker killed mid-write may have left (Dask reruns it)
             return self.outputs.write(task, result.data, sync_folder=False)
         except UnsafePathError as exc:  # the output folder holds a link leading out of it: never write there
             self._fail(task.rel, f"unsafe output path: {exc}", task=task)

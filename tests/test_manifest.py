@@ -74,6 +74,22 @@ def batch_done(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def test_per_image_palettes_are_listed_though_workers_write_the_outputs(tmp_path: Path) -> None:
+    """The pool's workers write each output themselves and send back no bytes: the PLTE still reaches the
+    journal and the manifest (it was null for every such output once)."""
+    write(tmp_path / "in" / "china.jpg", sample_bytes("china.jpg"))
+    write(tmp_path / "in" / "cam" / "flower.jpg", sample_bytes("flower.jpg"))
+    write(tmp_path / "in" / "rgba.png", encode(mode_sample("RGBA", (40, 30)), MODE_SAMPLES["RGBA"]))
+    done = _icsd("batch", "in", "--output-dir", "out", "--colors", "8", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    done = _icsd("manifest", "--output-dir", "out", "-o", "-", cwd=tmp_path)
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [row["source"] for row in rows] == ["cam/flower.jpg", "china.jpg", "rgba.png"]
+    for row in rows:
+        assert row["palette"] and row["palette"].count("#") == int(row["colors"]) <= 8
+        _check_against_disk(row, tmp_path)
+
+
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
 def test_each_format_reads_back_and_matches_the_outputs(batch_done: Path, suffix: str) -> None:
     target = batch_done / f"manifest{suffix}"

@@ -44,6 +44,7 @@ __all__ = [
     "parse_color",
     "parse_size",
     "pixels_histogram",
+    "png_palette",
     "preload_strategy",
     "quantize",
 ]
@@ -57,7 +58,7 @@ if TYPE_CHECKING:
         ParameterError,
         TruncatedImageError,
     )
-    from icsd.core.jobs import JobOutcome, Result, compress_job
+    from icsd.core.jobs import JobOutcome, Result, compress_job, png_palette
     from icsd.core.learning import (
         BinnedHistogram,
         HistogramOutcome,
@@ -95,7 +96,7 @@ _HOME = {
         ["CoreError", "DecodeError", "ImageError", "ImageTooLargeError", "ParameterError", "TruncatedImageError"],
         "icsd.core.errors",
     ),
-    **dict.fromkeys(["JobOutcome", "Result", "compress_job"], "icsd.core.jobs"),
+    **dict.fromkeys(["JobOutcome", "Result", "compress_job", "png_palette"], "icsd.core.jobs"),
     **dict.fromkeys(
         ["DEFAULT_MAX_PIXELS", "Alpha", "ColorSpace", "CompressParams", "Dither", "PngEffort", "Resample", "Strategy",
          "colors_from_bits", "parse_color", "parse_size"],

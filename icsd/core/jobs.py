@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from icsd.core.errors import CoreError, ImageError
 from icsd.core.params import CompressParams, Strategy
 
-__all__ = ["JobOutcome", "Result", "compress_job"]
+__all__ = ["JobOutcome", "Result", "compress_job", "png_palette"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +31,9 @@ class Result:
     seconds: float  # time spent in compress()
     # PSNR (dB) of the output against the downsampled image; inf when exact, None when not measured (size-only)
     psnr: float | None = None
+    # The PNG's PLTE (RGB triples in index order; b"" without one): what the manifest lists, kept when `data` is
+    # not sent back (a worker wrote it beside its output, see icsd.daemon.executor.run_jobs)
+    plte: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,3 +69,17 @@ def compress_job(data: bytes, params: CompressParams) -> JobOutcome:
     except Exception as exc:
         detail = " ".join(str(exc).split())[:200]
         return JobOutcome(result=None, error=f"internal error: {type(exc).__name__}: {detail}", permanent=True)
+
+
+def png_palette(png: bytes) -> bytes:
+    """The PLTE chunk's data of a PNG (RGB triples in index order), b"" when it has none (truecolour, grey).
+    Walks the chunks up to the first IDAT: in icsd's own PNGs PLTE comes right after IHDR."""
+    at = 8  # after the signature
+    while at + 8 <= len(png):
+        length, kind = int.from_bytes(png[at : at + 4], "big"), png[at + 4 : at + 8]
+        if kind == b"PLTE":
+            return png[at + 8 : at + 8 + length]
+        if kind == b"IDAT":
+            return b""
+        at += 12 + length  # length, type, data, CRC
+    return b""

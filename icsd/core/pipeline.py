@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from icsd.core.codec import Decoded, decode, encode_palette_png, encode_png
-from icsd.core.jobs import Result
+from icsd.core.jobs import Result, png_palette
 from icsd.core.params import Alpha, CompressParams, Strategy
 from icsd.core.quality import psnr, psnr_over
 from icsd.core.quantization import quantize
@@ -65,6 +65,7 @@ def compress(data: bytes, params: CompressParams) -> Result:
         strategy=params.strategy,
         seconds=time.perf_counter() - start,
         psnr=fidelity,
+        plte=png_palette(png),
     )
 
 

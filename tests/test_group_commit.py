@@ -134,6 +134,9 @@ def test_mark_done_many_commits_a_group_all_or_nothing(tmp_path: Path) -> None:
         assert recorded == [True, False]  # 1.jpg was replaced meanwhile: its row is left for the new version
         with pytest.raises(KeyError):
             journal.mark_done_many([DoneMark("2.jpg", "2.png"), DoneMark("gone.jpg", "gone.png")])
+        with pytest.raises(KeyError):  # the same with digests (one statement for the group, then row by row)
+            journal.mark_done_many([DoneMark("2.jpg", "2.png", digest=f"{2:040x}"),
+                                    DoneMark("gone.jpg", "gone.png", digest=f"{3:040x}")])
         states = {rel: journal.get(rel).state for rel in ("0.jpg", "1.jpg", "2.jpg")}  # type: ignore[union-attr]
     assert states == {"0.jpg": State.DONE, "1.jpg": State.IN_PROGRESS, "2.jpg": State.IN_PROGRESS}
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from icsd.daemon.delivery import Task
 from icsd.daemon.identity import FileVersion
 from icsd.daemon.inputs import read_error, read_regular
-from icsd.daemon.journal import Journal, OwnerOf, content_digest
+from icsd.daemon.journal import Journal, Known, OwnerOf, content_digest
 from icsd.daemon.output import output_name, output_names
 from icsd.errors import InputError
 
@@ -72,7 +72,8 @@ class Intake:
     def admit(self, rel: str) -> Admission:
         """Decide about the file at `rel` now. A journal that cannot be written raises TransientError."""
         path = self.input_root / rel
-        if self._settled_by_metadata(rel, path):
+        known = self.journal.known(rel)  # one lookup for the metadata check and the claim
+        if self._settled_by_metadata(rel, path, known):
             return Skipped("finished already (same size and mtime)")
         try:
             data, info = read_regular(path)
@@ -85,7 +86,8 @@ class Intake:
         except OSError as exc:
             return Unreadable(read_error(exc))
         version = FileVersion.of(rel, info, content_digest(data))
-        output = self.journal.claim_output(version, self.fingerprint, functools.partial(self.free_output, rel))
+        output = self.journal.claim_output(version, self.fingerprint, functools.partial(self.free_output, rel),
+                                           known=known)
         if output is None:
             return Skipped("same content as a version already done or failed")
         return Admitted(Task(version, path, output), data)
@@ -106,11 +108,12 @@ class Intake:
             log.warning("%s: %s already belongs to %s; writing %s", rel, natural, holder, output)
         return output
 
-    def _settled_by_metadata(self, rel: str, path: Path) -> bool:
+    def _settled_by_metadata(self, rel: str, path: Path, known: Known | None) -> bool:
         """Finished already (same size and mtime)? Decided before reading, so a restart with ON_SUCCESS=keep
         does not reread every original, and an unreadable finished file is not retried (and redone)."""
         try:
             st = os.lstat(path)
         except OSError:
             return False  # the read reports it
-        return stat.S_ISREG(st.st_mode) and self.journal.is_settled(rel, st.st_size, st.st_mtime_ns, self.fingerprint)
+        return stat.S_ISREG(st.st_mode) and self.journal.is_settled(rel, st.st_size, st.st_mtime_ns, self.fingerprint,
+                                                                    known=known)

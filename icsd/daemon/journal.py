@@ -26,7 +26,7 @@ from typing import Any, Self
 from icsd.daemon.identity import FileVersion
 from icsd.errors import SettingsError, TransientError
 
-__all__ = ["SCHEMA_VERSION", "DoneMark", "DoneRow", "Entry", "Journal", "OwnerOf", "State", "content_digest"]
+__all__ = ["SCHEMA_VERSION", "DoneMark", "DoneRow", "Entry", "Journal", "Known", "OwnerOf", "State", "content_digest"]
 
 SCHEMA_VERSION = 3
 # Steps from each older schema to the next, run in one transaction on open (read-write). 1 -> 2: `stats`,
@@ -99,6 +99,17 @@ class DoneMark:
 
 
 OwnerOf = Callable[[str], "str | None"]  # an output name -> the input that owns it (Journal.output_owner)
+Known = tuple[Any, ...]  # a path's row as Journal.known returns it (_KNOWN's columns)
+_KNOWN = "size, mtime_ns, digest, state, fingerprint, output"
+
+
+class _Unset(enum.Enum):
+    """The type of UNSET: "not looked up yet", where None means "no row"."""
+
+    UNSET = enum.auto()
+
+
+UNSET = _Unset.UNSET
 
 
 _SCHEMA = f"""
@@ -152,18 +163,29 @@ class Journal:
 
     # -- queries -------------------------------------------------------------------------------
 
-    def is_settled(self, rel: str, size: int, mtime_ns: int, fingerprint: str | None = None) -> bool:
+    def known(self, rel: str) -> Known | None:
+        """What the journal knows of `rel`, as `is_settled` and `claim_output` need it: the daemon looks a file up
+        once per admission and passes the row to both."""
+        return self._one(f"SELECT {_KNOWN} FROM files WHERE rel = ?", (rel,))
+
+    def is_settled(
+        self, rel: str, size: int, mtime_ns: int, fingerprint: str | None = None, *,
+        known: Known | _Unset | None = UNSET,
+    ) -> bool:
         """True if this exact (rel, size, mtime) already ended DONE or FAILED: skip without hashing.
 
         With `fingerprint` (the current settings'), a DONE row counts only if its output was made with them
         (or before fingerprints were recorded: unknown settings are trusted, not remade on an upgrade).
+        `known`: the row from `known(rel)`, if looked up already.
         """
-        row = self._one(
-            "SELECT 1 FROM files WHERE rel = ? AND size = ? AND mtime_ns = ? AND (state = ? OR (state = ?"
-            " AND (? IS NULL OR fingerprint IS NULL OR fingerprint = ?)))",
-            (rel, size, mtime_ns, State.FAILED.value, State.DONE.value, fingerprint, fingerprint),
-        )
-        return row is not None
+        row = self.known(rel) if isinstance(known, _Unset) else known
+        if row is None:
+            return False
+        row_size, row_mtime, _digest, state, made_with, _output = row
+        if (row_size, row_mtime) != (size, mtime_ns):
+            return False
+        return state == State.FAILED.value or (
+            state == State.DONE.value and (fingerprint is None or made_with is None or made_with == fingerprint))
 
     def stale(self, fingerprint: str) -> list[Entry]:
         """DONE rows whose output was made with other settings than `fingerprint`'s, by relative path."""
@@ -230,15 +252,17 @@ class Journal:
             return bool(_claim(db, version, fingerprint))
 
     def claim_output(
-        self, version: FileVersion, fingerprint: str | None, choose: Callable[[OwnerOf, str | None], str]
+        self, version: FileVersion, fingerprint: str | None, choose: Callable[[OwnerOf, str | None], str], *,
+        known: Known | _Unset | None = UNSET,
     ) -> str | None:
         """`claim`, and when claimed, reserve the output name `choose(owner_of, previous)` picks, in one
         transaction (one commit per admitted file, not two). `owner_of(name)` is `output_owner` inside it;
-        `previous` is the output the row already had (a retry or a remake keeps it). None: not claimed."""
+        `previous` is the output the row already had (a retry or a remake keeps it). None: not claimed.
+        `known`: the row from `known(rel)`, if looked up already in this transaction (see transaction())."""
         if version.digest is None:
             raise ValueError(f"claim needs the digest of {version.rel!r}: read the file first")
         with self._write(durable=False) as db:
-            output = _claim(db, version, fingerprint, choose)
+            output = _claim(db, version, fingerprint, choose, known)
             return output if isinstance(output, str) else None
 
     def reserve_output(self, rel: str, output: str) -> None:
@@ -257,6 +281,13 @@ class Journal:
         """`mark_done` for several outputs in one durable transaction (group commit: one WAL fsync for the
         group, not one per file); all or none. One bool per mark, in order."""
         with self._write() as db:
+            if done and all(mark.digest is not None for mark in done):  # the daemon's case: one executemany
+                now = time.time()
+                rows = [(*_finish_values(State.DONE, mark.output, None, now, mark.stats), mark.rel, mark.digest)
+                        for mark in done]
+                if db.executemany(_FINISH + " AND digest = ?", rows).rowcount == len(rows):
+                    return [True] * len(rows)
+            # Some row no longer holds the content read (replaced meanwhile): row by row, which (KeyError if gone).
             return [_finish_row(db, mark.rel, State.DONE, output=mark.output, error=None, digest=mark.digest,
                                 stats=mark.stats) for mark in done]
 
@@ -464,13 +495,14 @@ def _entry(row: tuple[object, ...]) -> Entry:
 
 def _claim(
     db: sqlite3.Connection, version: FileVersion, fingerprint: str | None,
-    choose: Callable[[OwnerOf, str | None], str] | None = None,
+    choose: Callable[[OwnerOf, str | None], str] | None = None, known: Known | _Unset | None = UNSET,
 ) -> bool | str | None:
     """Journal.claim inside an open transaction; with `choose`, Journal.claim_output (the output name or None)."""
     now = time.time()
-    row = db.execute(
-        "SELECT size, digest, state, fingerprint, output FROM files WHERE rel = ?", (version.rel,)
-    ).fetchone()
+    if isinstance(known, _Unset):
+        row = db.execute(f"SELECT {_KNOWN} FROM files WHERE rel = ?", (version.rel,)).fetchone()
+    else:
+        row = known
     if row is None:  # a new file (the common case): its output chosen first, then one INSERT
         output = None if choose is None else choose(lambda name: _owner(db, name), None)
         db.execute(
@@ -483,7 +515,7 @@ def _claim(
         return claimed
     if not claimed:
         return None
-    previous = None if row[1] != version.digest or row[0] != version.size else row[4]  # a replaced file's is reset
+    previous = None if row[2] != version.digest or row[0] != version.size else row[5]  # a replaced file's is reset
     output = choose(lambda name: _owner(db, name), previous)
     db.execute("UPDATE files SET output = ? WHERE rel = ?", (output, version.rel))
     return output
@@ -493,7 +525,7 @@ def _claim_known(
     db: sqlite3.Connection, version: FileVersion, fingerprint: str | None, row: tuple[Any, ...], now: float
 ) -> bool:
     """_claim for a path the journal knows."""
-    size, digest, state, made_with, _output = row
+    size, _mtime_ns, digest, state, made_with, _output = row
     if size != version.size or digest != version.digest:
         db.execute(
             "UPDATE files SET size = ?, mtime_ns = ?, digest = ?, state = ?, attempts = 1,"
@@ -533,16 +565,25 @@ def _finish_row(
     stats: dict[str, Any] | None,
 ) -> bool:
     """Set a row DONE or FAILED inside an open transaction; with `digest`, only if the row still holds it."""
-    recorded = None if stats is None else json.dumps(stats, separators=(",", ":"), sort_keys=True)
-    fingerprint = None if stats is None else stats.get("fingerprint")
-    values = (state.value, output, error, time.time(), recorded, fingerprint, rel)
-    update = ("UPDATE files SET state = ?, output = COALESCE(?, output), error = ?, updated = ?, stats = ?,"
-              " fingerprint = ? WHERE rel = ?")
+    values = (*_finish_values(state, output, error, time.time(), stats), rel)
     if digest is None:
-        _require(db.execute(update, values), rel)
+        _require(db.execute(_FINISH, values), rel)
         return True
-    cur = db.execute(update + " AND digest = ?", (*values, digest))
+    cur = db.execute(_FINISH + " AND digest = ?", (*values, digest))
     if cur.rowcount == 0:
         _require(db.execute("SELECT 1 FROM files WHERE rel = ?", (rel,)), rel, select=True)
         return False
     return True
+
+
+_FINISH = ("UPDATE files SET state = ?, output = COALESCE(?, output), error = ?, updated = ?, stats = ?,"
+           " fingerprint = ? WHERE rel = ?")
+
+
+def _finish_values(
+    state: State, output: str | None, error: str | None, now: float, stats: dict[str, Any] | None
+) -> tuple[object, ...]:
+    """_FINISH's values but the row's key: the stats as compact JSON, their fingerprint in its own column."""
+    recorded = None if stats is None else json.dumps(stats, separators=(",", ":"), sort_keys=True)
+    fingerprint = None if stats is None else stats.get("fingerprint")
+    return state.value, output, error, now, recorded, fingerprint

@@ -4,7 +4,8 @@ A real `dask scheduler` and `--workers` x `dask worker --nthreads 1` on 127.0.0.
 DaskCluster). Measured from a client as icsd uses it (client.submit with the bytes as the argument,
 then result()), with as many tasks in flight as the daemon keeps:
 - per-task overhead: tasks that do nothing with a 64 KiB argument (a 640x480 JPEG's size), so the
-  time is scheduling, transfer and the result round trip only; single images and batches of 6;
+  time is scheduling, transfer and the result round trip only; single images and batches of BATCH_IMAGES
+  (the daemon's, with its 2 batches in flight per worker thread);
 - the client's own CPU per task (the icsd host's share).
 
     python bench/dask_overhead.py [--workers 2] [--tasks 600]
@@ -20,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.smallfiles import DaskCluster
+from icsd.daemon.executor import BATCH_IMAGES
 
 
 def nothing(datas: list[bytes]) -> list[int]:
@@ -58,8 +60,9 @@ def main() -> int:
     try:
         with Client(cluster.address) as client:
             rows = {}
+            full = BATCH_IMAGES
             for label, batch, in_flight in (("1 image/task, 4 in flight", 1, 4),
-                                            ("6 images/task, 24 in flight", 6, 24)):
+                                            (f"{full} images/task, {4 * full} in flight", full, 4 * full)):
                 runs = [per_task(client, args.tasks // batch, batch, in_flight, 64 * 1024) for _ in range(args.repeat)]
                 rows[label] = (statistics.median(w for w, _ in runs), statistics.median(c for _, c in runs))
     finally:

@@ -35,6 +35,7 @@ from PIL import Image
 
 from icsd.core import CompressParams, JobOutcome, compress
 from icsd.daemon import service as service_module
+from icsd.daemon.executor import BATCH_IMAGES
 from icsd.daemon.service import Service
 from icsd.settings import Settings
 
@@ -45,6 +46,7 @@ class InstantExecutor:
     """Jobs that end as they are submitted: the spool file is a hard link to a ready PNG."""
 
     name = "instant"
+    in_flight_hint = 2 * BATCH_IMAGES * 2  # the process pool's window for 2 workers (small images, full tasks)
 
     def __init__(self, png: Path, result, *, writes_spool: bool) -> None:
         self.writes_spool = writes_spool

@@ -334,8 +334,8 @@ class _Quarantine:
             pool = self._pool
         try:
             task = pool.submit(run_jobs, [(data, spool)], params)
-        except Exception as exc:  # shut down meanwhile, or broken as it started: the image is retried
-            job.set_exception(TransientError(f"{WORKER_DIED}: {exc}"))
+        except Exception as exc:  # broken as it started (its worker could not start): the image is retried
+            job.set_exception(TransientError(f"the pool for images run alone could not take this one: {exc}"))
             self._ended(None)
             return
         task.add_done_callback(functools.partial(self._settle, job))

@@ -48,6 +48,11 @@ from tests.harness import (
 from tests.images import encode, sample_array, write
 
 BURST = 200
+# The burst's images take ~10 ms each at full size (~1 s for the burst on 2 workers): a kill or SIGTERM sent
+# once a quarter is done lands mid-burst. At the default scale they took 0.7 ms, and with 24 to a task the
+# rest of the burst could finish before the signal landed.
+BURST_SIZE = 256
+BURST_ARGS = ("--stable-seconds", "0.2", "--scale", "1")
 
 
 def burst_images(count: int, size: int = 64) -> dict[str, bytes]:
@@ -62,8 +67,8 @@ def burst_images(count: int, size: int = 64) -> dict[str, bytes]:
 
 def start_burst(start_daemon) -> tuple[dict[str, bytes], Daemon]:
     """A daemon that has got through a quarter of a fresh burst of BURST images."""
-    images = burst_images(BURST)
-    daemon = start_daemon("--stable-seconds", "0.2")
+    images = burst_images(BURST, BURST_SIZE)
+    daemon = start_daemon(*BURST_ARGS)
     daemon.wait_ready()
     drop(daemon.input, images)
     wait_until(lambda: len(daemon.progress_names()) >= BURST // 4, timeout=60, what="a quarter of the burst")
@@ -109,7 +114,7 @@ def test_kill_9_mid_burst_then_restart_loses_nothing_and_redoes_only_unfinished(
     written = {rel: (first.output / output_name(rel)).read_bytes()
                for rel in images if (first.output / output_name(rel)).exists()}
 
-    second = start_daemon("--stable-seconds", "0.2")
+    second = start_daemon(*BURST_ARGS)
     second.wait_for_outputs(expected_outputs(images), timeout=60)
     # The journal, not the log, says what is done: a kill between a group's commit and its progress lines
     # leaves done images without a line (up to one group), and they are rightly not redone.
@@ -132,7 +137,7 @@ def test_sigterm_mid_burst_drains_exits_zero_and_restart_finishes_the_rest(start
     assert 0 < len(done_before) < BURST, "SIGTERM must land mid-burst"
     assert f"icsd stopped: {len(done_before)} images done, 0 failed" in first.log()
 
-    second = start_daemon("--stable-seconds", "0.2")
+    second = start_daemon(*BURST_ARGS)
     second.wait_for_outputs(expected_outputs(images), timeout=60)
     wait_until(lambda: len(done_before) + len(second.progress_names()) >= BURST, timeout=30,
                what="progress lines for the rest of the burst")

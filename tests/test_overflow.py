@@ -112,6 +112,27 @@ def test_repeated_overflows_touch_no_watch_and_warn_once(tmp_path: Path, caplog:
     assert 1 <= int(lines[0].split("overflowed ")[1].split(" time")[0]) <= 20, lines
 
 
+def test_the_overflow_walk_watches_every_new_folder_and_never_a_linked_one(tmp_path: Path) -> None:
+    """After an overflow, folders whose creation was lost get watches, nested ones too; a link to a folder
+    outside the input folder is never walked nor watched."""
+    root = tmp_path / "in"
+    root.mkdir()
+    (tmp_path / "outside" / "deep").mkdir(parents=True)
+    w = _watcher(root, Offered())
+    try:
+        fd = w._observer.inotify_fd  # type: ignore[union-attr]
+        (group,) = {id(cb): cb for watch in fd._watch_for_wd.values() for cb in watch.callbacks.values()}.values()
+        (root / "a" / "b" / "c").mkdir(parents=True)
+        (root / "link").symlink_to(tmp_path / "outside")
+        group._watch_unwatched_folders()
+        watched = set(group._active_callbacks_by_path)
+        assert {os.fsencode(root / rel) for rel in ("a", "a/b", "a/b/c")} <= watched
+        assert not any(path.startswith(os.fsencode(root / "link")) for path in watched)
+        assert not any(b"outside" in path for path in watched)
+    finally:
+        w.stop()
+
+
 def test_an_overflow_storm_makes_the_watcher_unhealthy(tmp_path: Path) -> None:
     root = tmp_path / "in"
     root.mkdir()

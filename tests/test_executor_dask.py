@@ -113,13 +113,14 @@ def test_a_worker_that_sees_the_output_folder_writes_the_spool_and_sends_no_byte
     spools = [str(folder / f"{TEMP_PREFIX}{i}") for i in range(3)]
     futures = [executor.submit(data, params, spool=spool) for data, spool in zip(datas, spools, strict=True)]
     futures.append(executor.submit(datas[0], params))  # no spool path
-    futures.append(executor.submit(datas[0], params, spool=str(state.parent / "missing" / f"{TEMP_PREFIX}x")))
+    (state.parent / "a-file").write_bytes(b"")  # a spool under it cannot be made
+    futures.append(executor.submit(datas[0], params, spool=str(state.parent / "a-file" / f"{TEMP_PREFIX}x")))
     results = [outcome.result for outcome in outcomes(futures)]
     for data, spool, result in zip(datas, spools, results[:3], strict=True):
         assert result is not None and result.data == b""
         assert Path(spool).read_bytes() == in_process(data, params).result.data
     assert results[3] is not None and results[3].data == in_process(datas[0], params).result.data
-    assert results[4] is not None and results[4].data == results[3].data  # no folder there: sent back
+    assert results[4] is not None and results[4].data == results[3].data  # no folder can be made there: sent back
 
 
 def test_only_the_daemons_own_token_lets_a_worker_write_its_files(tmp_path: Path) -> None:

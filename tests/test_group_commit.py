@@ -101,13 +101,25 @@ def test_a_worker_writes_its_output_to_the_spool_durably_and_sends_back_no_bytes
     assert spool.stat().st_mode & 0o777 == 0o644 & ~umask  # as write_atomic's outputs
 
 
+def test_a_new_folders_first_output_is_spooled_in_the_folder_the_worker_makes(
+    pool: ProcessExecutor, photo_bytes: bytes, tmp_path: Path
+) -> None:
+    """With one image per folder every output is a folder's first: the worker makes the folder (and its missing
+    parents) rather than send the bytes for the daemon to write one after another."""
+    spool = tmp_path / "day1" / "cam7" / f"{TEMP_PREFIX}first"
+    outcome = run(pool, photo_bytes, spool)
+    assert outcome.result is not None and outcome.result.data == b""
+    assert spool.read_bytes() == compress(photo_bytes, PARAMS).data
+
+
 def test_a_worker_that_cannot_write_the_spool_sends_the_bytes_back_and_leaves_nothing(
     pool: ProcessExecutor, photo_bytes: bytes, tmp_path: Path
 ) -> None:
-    missing = tmp_path / "not-yet" / f"{TEMP_PREFIX}abc"  # an output folder's first image: the daemon makes it
-    outcome = run(pool, photo_bytes, missing)
+    blocked = tmp_path / "a-file" / f"{TEMP_PREFIX}abc"  # its folder cannot be made: a file has that name
+    blocked.parent.write_bytes(b"not a folder")
+    outcome = run(pool, photo_bytes, blocked)
     assert outcome.result is not None and outcome.result.data == compress(photo_bytes, PARAMS).data
-    assert not missing.parent.exists()
+    assert blocked.parent.read_bytes() == b"not a folder"
     taken = tmp_path / f"{TEMP_PREFIX}taken"
     taken.write_bytes(b"someone else's")  # never replaced: O_EXCL
     outcome = run(pool, photo_bytes, taken)

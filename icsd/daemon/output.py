@@ -27,6 +27,7 @@ __all__ = [
     "begin_spool",
     "finish_spool",
     "free_name",
+    "make_folders",
     "move_durably",
     "numbered_name",
     "output_name",
@@ -166,8 +167,26 @@ def write_spool(path: str, data: bytes) -> None:
 
 def begin_spool(path: str, data: bytes) -> int:
     """write_spool's first half: create `path` exclusively and write `data`; returns its open descriptor, not yet
-    synced: pass it to finish_spool (a worker does that beside its next image, see executor.run_jobs)."""
-    return _create_filled(path, lambda fd: _write_all(fd, data))
+    synced: pass it to finish_spool (a worker does that beside its next image, see executor.run_jobs). The first
+    output of a new folder makes the folder (see make_folders): with one image per folder, the daemon would
+    otherwise write every output itself, one fsync after another."""
+    try:
+        return _create_filled(path, lambda fd: _write_all(fd, data))
+    except FileNotFoundError:
+        make_folders(os.path.dirname(path))
+        return _create_filled(path, lambda fd: _write_all(fd, data))
+
+
+def make_folders(folder: str) -> None:
+    """Create `folder` and its missing parents, each new name durable (its parent fsynced once it is in it)."""
+    parent = os.path.dirname(folder)
+    if parent != folder and not os.path.isdir(parent):
+        make_folders(parent)
+    try:
+        os.mkdir(folder)
+    except FileExistsError:
+        return
+    _fsync_dir(parent)
 
 
 def finish_spool(path: str, fd: int) -> None:
@@ -268,7 +287,7 @@ def _install(
     try:
         _fill_new(temp, fill, mode)
     except FileNotFoundError:  # the folder's first file (mkdir first on every file: 2 syscalls more each)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        make_folders(str(target.parent))
         _fill_new(temp, fill, mode)
     try:
         if like is not None:

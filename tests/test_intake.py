@@ -49,7 +49,7 @@ def test_a_new_file_is_claimed_with_its_version_and_output_name(intake: Intake, 
     st = os.lstat(path)
     assert admission.data == b"abc"
     assert admission.task.version == FileVersion("sub/a.jpg", 3, st.st_mtime_ns, st.st_ino, content_digest(b"abc"))
-    assert (admission.task.path, admission.task.output) == (path, "sub/a.png")
+    assert (admission.task.path, admission.task.output) == (str(path), "sub/a.png")
     entry = journal.get("sub/a.jpg")
     assert entry is not None and (entry.state, entry.attempts, entry.output) == (State.IN_PROGRESS, 1, "sub/a.png")
 

@@ -39,7 +39,7 @@ class Task:
     """One image in flight: the version that was read (digest included), where it is, where its output goes."""
 
     version: FileVersion
-    path: Path
+    path: str  # the input's absolute path
     output: str
 
     @property
@@ -121,9 +121,9 @@ class Outputs:
             return
         try:
             if policy == "delete":
-                task.path.unlink()
+                os.unlink(task.path)
             elif policy == "archive" and self.archive_root is not None:
-                move_durably(task.path, self.archive_root, free_name(self.archive_root, task.rel))
+                move_durably(Path(task.path), self.archive_root, free_name(self.archive_root, task.rel))
         except (OSError, ValueError) as exc:
             log.warning("%s: output is done but the original could not be %sd: %s", task.rel, policy, exc)
 

@@ -39,7 +39,7 @@ class FileVersion:
         """Does `st` still describe this version (size, mtime and inode unchanged)?"""
         return (st.st_size, st.st_mtime_ns, st.st_ino) == (self.size, self.mtime_ns, self.inode)
 
-    def replaced_at(self, path: Path) -> bool:
+    def replaced_at(self, path: str | Path) -> bool:
         """True when `path` now holds another version than this one (a vanished file is not 'replaced')."""
         try:
             return not self.same_stat(os.lstat(path))

@@ -88,7 +88,7 @@ def printable(path: str | Path) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
-def read_regular(path: Path) -> tuple[bytes, os.stat_result]:
+def read_regular(path: str | Path) -> tuple[bytes, os.stat_result]:
     """Read a file without following a final symlink or blocking on a FIFO swapped in since the scan."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)

@@ -170,11 +170,14 @@ def begin_spool(path: str, data: bytes) -> int:
     synced: pass it to finish_spool (a worker does that beside its next image, see executor.run_jobs). The first
     output of a new folder makes the folder (see make_folders): with one image per folder, the daemon would
     otherwise write every output itself, one fsync after another."""
+    def fill(fd: int) -> None:
+        _write_all(fd, data)
+
     try:
-        return _create_filled(path, lambda fd: _write_all(fd, data))
+        return _create_filled(path, fill)
     except FileNotFoundError:
         make_folders(os.path.dirname(path))
-        return _create_filled(path, lambda fd: _write_all(fd, data))
+        return _create_filled(path, fill)
 
 
 def make_folders(folder: str) -> None:
@@ -214,7 +217,7 @@ def write_named(path: Path, data: bytes, *, example: str) -> None:
 def move_durably(source: Path, root: Path, rel: str) -> Path:
     """Move `source` to root/rel; across file systems copy, fsync and rename before unlinking."""
     target = safe_join(root, rel)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_folders(str(target.parent))
     try:
         os.rename(source, target)
     except OSError as exc:

@@ -7,8 +7,11 @@ fs.inotify.max_queued_events while the reader cannot drain the queue.
 
 from __future__ import annotations
 
+import array
+import fcntl
 import logging
 import os
+import termios
 from pathlib import Path
 
 import pytest
@@ -129,6 +132,42 @@ def test_the_overflow_walk_watches_every_new_folder_and_never_a_linked_one(tmp_p
         assert {os.fsencode(root / rel) for rel in ("a", "a/b", "a/b/c")} <= watched
         assert not any(path.startswith(os.fsencode(root / "link")) for path in watched)
         assert not any(b"outside" in path for path in watched)
+    finally:
+        w.stop()
+
+
+def _queued_bytes(inotify_fd: int) -> int:
+    """Bytes of events waiting in the kernel queue of an inotify descriptor (FIONREAD)."""
+    size = array.array("i", [0])
+    fcntl.ioctl(inotify_fd, termios.FIONREAD, size, True)
+    return size[0]
+
+
+def test_reading_inputs_and_rescanning_queue_no_events(tmp_path: Path) -> None:
+    """The daemon reads every input and a rescan opens every folder: neither may queue an event. With
+    IN_OPEN and IN_CLOSE_NOWRITE watched, a rescan of 20,000 folders queued ~80,000 events, overflowed the
+    queue and so asked for the next rescan (bench/manyfolders.py: 59 overflows in a 60-s run)."""
+    root = tmp_path / "in"
+    files = [root / f"d{i}" / "frame.jpg" for i in range(50)]
+    for path in files:
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"image")
+    offered = Offered()
+    w = _watcher(root, offered)
+    try:
+        fd = w._observer.inotify_fd  # type: ignore[union-attr]
+        kernel_fd = fd._inotify_fd
+        with fd._lock:  # the reader handles no event until this ends; the kernel queue keeps what comes
+            os.utime(files[0])  # one event: the reader reads it, then blocks on the lock
+            wait_until(lambda: _queued_bytes(kernel_fd) == 0, what="the reader to take the first event")
+            for path in files:
+                path.read_bytes()
+            w.rescan()
+            w.rescan()
+            assert _queued_bytes(kernel_fd) == 0, "reads or a rescan queued events"
+            os.utime(files[1])  # the control: a change is queued while the reader is blocked
+            assert wait_until(lambda: _queued_bytes(kernel_fd) > 0, what="the control event queued")
+        assert w.overflows.total == 0
     finally:
         w.stop()
 

@@ -24,7 +24,17 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    DirCreatedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserverVFS
 from watchdog.utils import UnsupportedLibcError
@@ -40,7 +50,14 @@ __all__ = ["Watcher"]
 log = logging.getLogger("icsd.watcher")
 
 
-_IGNORED_EVENTS = frozenset({"opened", "closed_no_write"})  # reads (ours included) must not delay anything
+# What the watcher acts on. Also the inotify mask: without IN_OPEN and IN_CLOSE_NOWRITE, reads (the daemon's
+# own read of every input, a rescan opening every folder) queue no event. With them, a rescan of 20,000
+# folders queued ~80,000 events, overflowed the kernel queue and so asked for the next rescan (59 overflows in
+# a 60-s run, bench/manyfolders.py), and each read cost the reader thread two events to parse and drop.
+_WANTED_EVENTS = (
+    FileCreatedEvent, DirCreatedEvent, FileModifiedEvent, FileClosedEvent, FileMovedEvent, DirMovedEvent,
+    FileDeletedEvent,
+)
 _JOIN_SECONDS = 10.0
 
 
@@ -200,8 +217,6 @@ class Watcher:
 
     def _on_event(self, event: FileSystemEvent) -> None:
         kind = event.event_type
-        if kind in _IGNORED_EVENTS:
-            return
         src = self._to_root(os.fsdecode(event.src_path))
         dest = self._to_root(os.fsdecode(event.dest_path)) if kind == "moved" else ""
         if event.is_directory:
@@ -450,7 +465,7 @@ def _inotify_observer(on_overflow: Callable[[], None]) -> BaseObserver:
 
 def _schedule_and_start(observer: BaseObserver, handler: _Handler, path: str) -> BaseObserver:
     try:
-        observer.schedule(handler, path, recursive=True)
+        observer.schedule(handler, path, recursive=True, event_filter=list(_WANTED_EVENTS))
         observer.start()
     except BaseException:
         observer.stop()  # releases the inotify fd and its reader thread

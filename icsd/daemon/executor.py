@@ -51,9 +51,10 @@ NOT_STARTED = "not started: icsd was stopping"
 # How long shutdown(cancel=True) waits for terminated workers (and then killed ones) to exit.
 STOP_SECONDS = 5.0
 # Small images per task at most (the pool's and Dask's). Each task costs the daemon a wake-up, a group commit
-# (a journal transaction and a folder fsync each) and a round of claims: 24 rather than 6 took the coordinator's CPU
-# per small image from ~0.69 to ~0.48 ms (bench/smallfiles.py's images, 3 interleaved runs each; docs/scale.md).
-BATCH_IMAGES = 24
+# (a journal transaction and a folder fsync each) and a round of claims: the coordinator's CPU per small image was
+# ~0.69 ms with 6, ~0.48 with 24, ~0.41 with 48 and ~0.39 with 64 (bench/smallfiles.py's images, 3 interleaved runs
+# each; docs/scale.md).
+BATCH_IMAGES = 48
 SMALL_IMAGE_BYTES = 512 * 1024  # a larger file is a task of its own (its compression dwarfs the overhead)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from icsd.daemon.executor import BATCH_IMAGES
 from icsd.settings import Settings
 from tests.harness import PROGRESS, clean_env, sample_image, write_image
 
@@ -251,8 +252,9 @@ def test_a_single_colour_is_singular(tmp_path: Path) -> None:
 
 def test_ctrl_c_stops_a_batch_with_its_summary(tmp_path: Path) -> None:
     """Ctrl-C signals the whole foreground process group: icsd drains, prints its summary, exits 130."""
-    for i in range(30):
-        write_image(tmp_path / "photos" / f"{i:02d}.jpg", sample_image(crop=300))
+    total = BATCH_IMAGES + 30  # more than a task holds: its progress lines come when the whole task ends
+    for i in range(total):
+        write_image(tmp_path / "photos" / f"{i:03d}.jpg", sample_image(crop=300))
     with subprocess.Popen(
         [sys.executable, "-m", "icsd", "batch", "photos", "--output-dir", "out", "--workers", "1"],
         cwd=tmp_path, env=clean_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -274,5 +276,5 @@ def test_ctrl_c_stops_a_batch_with_its_summary(tmp_path: Path) -> None:
     summary = re.search(r"icsd stopped: (\d+) images done, 0 failed", rest.strip().splitlines()[-1])
     assert summary, rest
     done = int(summary.group(1))
-    assert 1 <= done < 30
+    assert 1 <= done < total
     assert len(list((tmp_path / "out").glob("*.png"))) == done  # what was finished is saved

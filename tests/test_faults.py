@@ -28,8 +28,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from icsd.daemon.identity import FileVersion
-from icsd.daemon.journal import Journal, content_digest
+from icsd.daemon.identity import FileVersion, content_digest
+from icsd.daemon.journal import Journal
 from icsd.daemon.output import output_name
 from icsd.errors import EX_SOFTWARE
 from tests.harness import (
@@ -610,8 +610,9 @@ def test_an_unreadable_file_is_retried_one_that_stays_unreadable_fails_and_finis
     again.wait_for_outputs([output_name(late), output_name(extra)])
     assert again.stop() == 0
     assert "cannot read" not in again.log() and again.progress_names() == [extra]
-    # `never` was never read, so it has no content identity and no journal row: its record is the sidecar
-    assert journal_states(again.journal_path) == {late: "done", extra: "done"}
+    # `never` was claimed for a worker to read, and never read: its failed row has no content identity (a
+    # replacement of the same size is work again, tests/test_intake.py); the sidecar says why it failed
+    assert journal_states(again.journal_path) == {late: "done", never: "failed", extra: "done"}
     (again.input / late).chmod(0o644)
     assert (again.input / late).read_bytes() == late_data
 

@@ -16,9 +16,13 @@ import pytest
 
 from icsd.core import CompressParams, JobOutcome, compress
 from icsd.daemon.executor import BATCH_IMAGES, SMALL_IMAGE_BYTES, ProcessExecutor, batches_to_send
-from icsd.daemon.identity import FileVersion
+from icsd.daemon.identity import FileVersion, content_digest
+from icsd.daemon.inputs import SourceChanged, SourceFile
+from icsd.daemon.intake import Admitted, Intake
 from icsd.daemon.journal import DoneMark, Journal, State
 from icsd.daemon.output import TEMP_PREFIX, output_name
+from icsd.daemon.service import Service
+from icsd.settings import load_settings
 from tests.harness import clean_env, journal_states, sample_image, temp_files, write_image
 
 PARAMS = CompressParams(colors=8)
@@ -36,7 +40,7 @@ def photo_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return write_image(tmp_path_factory.mktemp("photo") / "a.jpg", sample_image("flower.jpg", crop=160))
 
 
-def run(pool: ProcessExecutor, data: bytes, spool: Path) -> JobOutcome:
+def run(pool: ProcessExecutor, data: bytes | SourceFile, spool: Path) -> JobOutcome:
     future = pool.submit(data, PARAMS, name="a.jpg", spool=str(spool))
     pool.flush()  # a small image waits for the round's flush
     return future.result(timeout=60)
@@ -207,3 +211,53 @@ def test_an_output_renamed_before_its_done_row_committed_is_redone_to_identical_
     assert {rel: (out / output_name(rel)).read_bytes() for rel in names} == before
     assert journal_states(journal) == dict.fromkeys(names, "done")
     assert temp_files(out) == []
+
+
+def test_a_worker_reads_a_source_file_itself_and_returns_its_digest(
+    pool: ProcessExecutor, photo_bytes: bytes, tmp_path: Path
+) -> None:
+    path = tmp_path / "a.jpg"
+    path.write_bytes(photo_bytes)
+    st = os.lstat(path)
+    source = SourceFile(str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    outcome = run(pool, source, tmp_path / "spool")
+    assert outcome.ok and outcome.digest == content_digest(photo_bytes)
+    assert (tmp_path / "spool").read_bytes() == compress(photo_bytes, PARAMS).data
+    path.write_bytes(photo_bytes + b"more")  # no longer the version the daemon claimed
+    future = pool.submit(source, PARAMS, name="a.jpg", spool=str(tmp_path / "spool2"))
+    pool.flush()
+    with pytest.raises(SourceChanged, match="changed after it was admitted"):
+        future.result(timeout=60)
+    assert not (tmp_path / "spool2").exists()
+
+
+def test_an_input_changed_after_its_admission_is_given_back_and_done_as_it_is_now(
+    tmp_path: Path, photo_bytes: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file changes between the daemon's claim and the worker's read (injected right after the real admit):
+    the worker reports SourceChanged, the claim is given back (no attempt counted), and the file is admitted
+    again and done with the content it has now."""
+    source = tmp_path / "in" / "a.jpg"
+    source.parent.mkdir()
+    source.write_bytes(photo_bytes)
+    now = write_image(tmp_path / "other.jpg", sample_image("china.jpg", crop=96))
+    real_admit, changed = Intake.admit, []
+
+    def admit_then_change(self: Intake, rel: str, *, read: bool = True) -> object:
+        admission = real_admit(self, rel, read=read)
+        if isinstance(admission, Admitted) and isinstance(admission.data, SourceFile) and not changed:
+            source.write_bytes(now)
+            changed.append(rel)
+        return admission
+
+    monkeypatch.setattr(Intake, "admit", admit_then_change)
+    settings = load_settings(input_dir=tmp_path / "in", output_dir=tmp_path / "out", workers=1, colors=8)
+    outcome = Service(settings, mode="batch").run()
+    assert changed == ["a.jpg"]
+    assert (outcome.exit_code, outcome.tally.done, outcome.tally.failed) == (0, 1, 0)
+    with Journal(tmp_path / "out" / ".icsd" / "journal.sqlite3") as journal:
+        entry = journal.get("a.jpg")
+    assert entry is not None and entry.state == State.DONE
+    assert (entry.digest, entry.attempts) == (content_digest(now), 1)
+    assert (entry.size, entry.mtime_ns) == (len(now), source.stat().st_mtime_ns)  # the version done is the new one
+    assert (tmp_path / "out" / "a.png").read_bytes() == compress(now, settings.params()).data

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from icsd.daemon.identity import FileVersion
+from icsd.daemon.identity import FileVersion, content_digest
+from icsd.daemon.inputs import SourceChanged, SourceFile, read_source
 from icsd.daemon.intake import Admitted, Intake, Skipped, Unreadable
-from icsd.daemon.journal import Journal, State, content_digest
+from icsd.daemon.journal import UNREAD, Journal, State
 
 
 @pytest.fixture
@@ -152,3 +153,70 @@ def test_an_output_reserved_by_an_earlier_crash_keeps_its_owner(tmp_path: Path, 
         fresh = Intake(reopened, input_root=intake.input_root, output_root=intake.output_root)
         put(fresh, "a.png", b"two")
         assert admitted(fresh, "a.png").task.output == "a.png.png"
+
+
+# -- claimed unread, for a worker that reads the file itself (the process pool) -----------------------
+
+
+def test_a_new_file_is_claimed_unread_and_its_digest_recorded_when_done(intake: Intake, journal: Journal) -> None:
+    path = put(intake, "a.jpg", b"abc")
+    admission = intake.admit("a.jpg", read=False)
+    assert isinstance(admission, Admitted)
+    st = os.lstat(path)
+    assert admission.data == SourceFile(str(path), 3, st.st_mtime_ns, st.st_ino)
+    assert admission.task.version == FileVersion("a.jpg", 3, st.st_mtime_ns, st.st_ino, None)
+    assert journal.get("a.jpg").digest == UNREAD  # type: ignore[union-attr]
+    data = read_source(admission.data)
+    assert data == b"abc"
+    assert journal.mark_done("a.jpg", admission.task.output, digest=content_digest(data))
+    assert journal.get("a.jpg").digest == content_digest(b"abc")  # type: ignore[union-attr]
+    os.utime(path, ns=(1, 1))  # touched only: the recorded digest says it is the same content
+    assert intake.admit("a.jpg", read=False) == Skipped("same content as a version already done or failed")
+
+
+def test_a_file_the_journal_knows_is_read_by_the_daemon(intake: Intake, journal: Journal) -> None:
+    """An unread claim left by a crash: the daemon reads it now, and its attempts go on counting."""
+    put(intake, "a.jpg", b"abc")
+    first = intake.admit("a.jpg", read=False)
+    assert isinstance(first, Admitted) and isinstance(first.data, SourceFile)
+    again = intake.admit("a.jpg", read=False)
+    assert isinstance(again, Admitted) and again.data == b"abc"
+    assert again.task.version.digest == content_digest(b"abc") and again.task.output == first.task.output
+    assert journal.get("a.jpg").attempts == 2  # type: ignore[union-attr]
+
+
+def test_links_and_special_files_are_skipped_unread_too(intake: Intake, tmp_path: Path) -> None:
+    (tmp_path / "target.jpg").write_bytes(b"x")
+    (intake.input_root / "link.jpg").symlink_to(tmp_path / "target.jpg")
+    os.mkfifo(intake.input_root / "pipe.jpg")
+    link, pipe = intake.admit("link.jpg", read=False), intake.admit("pipe.jpg", read=False)
+    assert isinstance(link, Skipped) and "is a symlink" in link.reason
+    assert isinstance(pipe, Skipped) and "is not a regular file" in pipe.reason
+    assert intake.admit("gone.jpg", read=False) == Skipped("vanished before it was read")
+
+
+def test_a_source_that_changed_vanished_or_became_a_link_is_not_read(intake: Intake, tmp_path: Path) -> None:
+    path = put(intake, "a.jpg", b"abc")
+    admission = intake.admit("a.jpg", read=False)
+    assert isinstance(admission, Admitted) and isinstance(admission.data, SourceFile)
+    path.write_bytes(b"abcd")
+    with pytest.raises(SourceChanged, match="changed after it was admitted"):
+        read_source(admission.data)
+    path.unlink()
+    with pytest.raises(SourceChanged, match="No such file"):
+        read_source(admission.data)
+    path.symlink_to(tmp_path / "elsewhere.jpg")
+    with pytest.raises(SourceChanged, match="is a symlink"):
+        read_source(admission.data)
+
+
+def test_a_failure_without_a_digest_does_not_hide_a_changed_file(intake: Intake, journal: Journal) -> None:
+    """A worker that died with an unread image recorded no digest: a same-size replacement is work again."""
+    path = put(intake, "a.jpg", b"abc")
+    admission = intake.admit("a.jpg", read=False)
+    assert isinstance(admission, Admitted)
+    journal.mark_failed("a.jpg", "worker process died")
+    path.write_bytes(b"xyz")
+    again = intake.admit("a.jpg", read=False)
+    assert isinstance(again, Admitted) and again.data == b"xyz"
+    assert journal.get("a.jpg").attempts == 1  # type: ignore[union-attr]

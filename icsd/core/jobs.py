@@ -43,6 +43,8 @@ class JobOutcome:
     result: Result | None
     error: str | None  # one-line reason when result is None
     permanent: bool  # True: bad input (fail it); False: transient (retry)
+    # The input's SHA-1 (icsd.daemon.identity), set when the worker read the input itself (daemon.executor.run_jobs)
+    digest: str | None = None
 
     @property
     def ok(self) -> bool:

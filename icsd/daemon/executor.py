@@ -2,7 +2,8 @@
 
 A job is `compress_job(data, params) -> JobOutcome`: bytes and a frozen params object in, encoded
 bytes and stats out, no filesystem. So any executor that can ship bytes can run it; the daemon only
-sees `concurrent.futures.Future[JobOutcome]`.
+sees `concurrent.futures.Future[JobOutcome]`. Workers that share the daemon's files also read the input
+(SourceFile) and write the output (a spool path) themselves, which spares the daemon's thread (run_jobs).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from typing import Protocol
 
 from icsd.core import CompressParams, JobOutcome, compress_job
 from icsd.daemon.fork_server import init_worker, start_worker_server
+from icsd.daemon.identity import content_digest
+from icsd.daemon.inputs import SourceChanged, SourceFile, read_source
 from icsd.daemon.output import begin_spool, finish_spool
 from icsd.errors import SettingsError, TransientError
 
@@ -58,6 +61,10 @@ BATCH_IMAGES = 48
 SMALL_IMAGE_BYTES = 512 * 1024  # a larger file is a task of its own (its compression dwarfs the overhead)
 
 
+# An image submitted and not sent yet: its bytes (or the file for the worker to read), params, spool path, future.
+_KeptBack = tuple[bytes | SourceFile, CompressParams, str | None, Future[JobOutcome]]
+
+
 def batches_to_send(waiting: int, idle: int, *, everything: bool = False) -> list[int]:
     """The batching rule of both executors, for `waiting` small images kept back to travel together: the
     sizes of the tasks to send now (the first sum(sizes) images go). Full tasks of BATCH_IMAGES always go.
@@ -80,9 +87,13 @@ class Executor(Protocol):
     # True when workers may share the daemon's files: a job given a `spool` path writes its output there (or, if its
     # worker cannot, sends the bytes back as usual).
     writes_spool: bool
+    # True when workers read the inputs themselves (they share the daemon's files): `submit` may be given a SourceFile
+    # instead of bytes; its outcome carries the digest, or the future raises SourceChanged.
+    reads_inputs: bool
 
     def submit(
-        self, data: bytes, params: CompressParams, *, name: str = "", spool: str | None = None, alone: bool = False
+        self, data: bytes | SourceFile, params: CompressParams, *, name: str = "", spool: str | None = None,
+        alone: bool = False,
     ) -> Future[JobOutcome]:
         """Start one job; the future never raises for a bad image (see JobOutcome). `name` (the image's
         relative path) is for the executor's own log lines. `spool` (only if `writes_spool`): a path that does
@@ -125,6 +136,7 @@ class ProcessExecutor:
 
     name = "process"
     writes_spool = True  # the output is written by the worker, off the daemon's thread (docs/scale.md)
+    reads_inputs = True  # and the input read and hashed there too
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
@@ -135,7 +147,7 @@ class ProcessExecutor:
         self._jobs: set[Future[JobOutcome]] = set()  # submitted and not done (stop_starting cancels them)
         self._jobs_lock = threading.Lock()
         # Small images submitted and not yet sent (see flush): (data, params, spool, the image's future).
-        self._pending: list[tuple[bytes, CompressParams, str | None, Future[JobOutcome]]] = []
+        self._pending: list[_KeptBack] = []
         self._pool = self._new_pool()
         self._quarantine = _Quarantine(functools.partial(self._new_pool, workers=1))
         self._probes: list[Future[None]] = []
@@ -152,14 +164,15 @@ class ProcessExecutor:
         return 2 * BATCH_IMAGES * self.workers
 
     def submit(
-        self, data: bytes, params: CompressParams, *, name: str = "", spool: str | None = None, alone: bool = False
+        self, data: bytes | SourceFile, params: CompressParams, *, name: str = "", spool: str | None = None,
+        alone: bool = False,
     ) -> Future[JobOutcome]:
         """A large image is sent at once; a small one waits for `flush` (the daemon flushes after each round
         of submits), which sends small images several to a task. One to run `alone` goes to the quarantine: a
         pool of one worker that runs one image at a time (see _Quarantine)."""
         if alone:
             return self._quarantine.submit(data, params, spool)
-        if len(data) >= SMALL_IMAGE_BYTES:
+        if (data.size if isinstance(data, SourceFile) else len(data)) >= SMALL_IMAGE_BYTES:
             return self._send(_run_job, data, params, spool)
         if self._pending and self._pending[0][1] is not params:  # a task has one params object
             self._send_batches(everything=True)
@@ -182,7 +195,7 @@ class ProcessExecutor:
             batch, self._pending = self._pending[:size], self._pending[size:]
             self._send_batch(batch)
 
-    def _send_batch(self, batch: list[tuple[bytes, CompressParams, str | None, Future[JobOutcome]]]) -> None:
+    def _send_batch(self, batch: list[_KeptBack]) -> None:
         jobs = [job for _data, _params, _spool, job in batch]
         try:
             task = self._send(run_jobs, [(data, spool) for data, _params, spool, _job in batch], batch[0][1])
@@ -296,13 +309,13 @@ class _Quarantine:
     def __init__(self, new_pool: Callable[[], ProcessPoolExecutor]) -> None:
         self._new_pool = new_pool
         self._pool: ProcessPoolExecutor | None = None  # made when first needed (most runs never need it)
-        self._waiting: collections.deque[tuple[bytes, CompressParams, str | None, Future[JobOutcome]]] = (
+        self._waiting: collections.deque[_KeptBack] = (
             collections.deque())
         self._busy = False
         self._stopped = False
         self._lock = threading.Lock()
 
-    def submit(self, data: bytes, params: CompressParams, spool: str | None) -> Future[JobOutcome]:
+    def submit(self, data: bytes | SourceFile, params: CompressParams, spool: str | None) -> Future[JobOutcome]:
         job: Future[JobOutcome] = Future()
         with self._lock:
             self._waiting.append((data, params, spool, job))
@@ -402,7 +415,7 @@ _stopping: EventType | None = None  # in a worker: the executor's stop_starting 
 _syncer: ThreadPoolExecutor | None = None  # in a worker: fsyncs its spooled outputs (see run_jobs)
 
 
-def _run_job(data: bytes, params: CompressParams, spool: str | None = None) -> JobOutcome:
+def _run_job(data: bytes | SourceFile, params: CompressParams, spool: str | None = None) -> JobOutcome:
     """One image in a pool task: run_jobs' outcome for it, or what it raised."""
     (outcome,) = run_jobs([(data, spool)], params)
     if isinstance(outcome, BaseException):
@@ -410,20 +423,31 @@ def _run_job(data: bytes, params: CompressParams, spool: str | None = None) -> J
     return outcome
 
 
-def run_jobs(jobs: list[tuple[bytes, str | None]], params: CompressParams) -> list[JobOutcome | BaseException]:
+def run_jobs(
+    jobs: list[tuple[bytes | SourceFile, str | None]], params: CompressParams
+) -> list[JobOutcome | BaseException]:
     """Several images in one task (the pool's, or a Dask worker's): for each, in order, compress_job's outcome
-    or what it raised (CancelledError(NOT_STARTED) once the daemon stopped starting jobs). With a `spool` path,
-    the output is written there (see Executor.submit) instead of sent back: its fsync, which waits on the disk
-    (~0.4 ms here, a tenth of a small image's work), runs on a thread while the next image is compressed; the
-    task returns once every output is durable. An output that could not be spooled (no space, no folder yet)
-    is sent back for the daemon to write, and to report why if it cannot either."""
+    or what it raised (CancelledError(NOT_STARTED) once the daemon stopped starting jobs). An image given as a
+    SourceFile is read here (SourceChanged if it is no longer that version), and its outcome carries the digest.
+    With a `spool` path, the output is written there (see Executor.submit) instead of sent back: its fsync, which
+    waits on the disk (~0.4 ms here, a tenth of a small image's work), runs on a thread while the next image is
+    compressed; the task returns once every output is durable. An output that could not be spooled (no space,
+    no folder yet) is sent back for the daemon to write, and to report why if it cannot either."""
     outcomes: list[JobOutcome | BaseException] = []
     syncing: list[tuple[int, Future[None]]] = []
-    for data, spool in jobs:
+    for source, spool in jobs:
         if _stopping is not None and _stopping.is_set():
             outcomes.append(CancelledError(NOT_STARTED))
             continue
-        outcome = compress_job(data, params)
+        if isinstance(source, SourceFile):
+            try:
+                data = read_source(source)
+            except SourceChanged as exc:
+                outcomes.append(exc)
+                continue
+            outcome = dataclasses.replace(compress_job(data, params), digest=content_digest(data))
+        else:
+            outcome = compress_job(source, params)
         if spool is not None and outcome.result is not None:
             with contextlib.suppress(OSError):
                 fd = begin_spool(spool, outcome.result.data)

@@ -83,6 +83,7 @@ class DaskExecutor:
 
     name = "dask"
     writes_spool = True  # by the workers that see the token in `state` (the others send bytes)
+    reads_inputs = False  # a worker may not see the input folder: the daemon reads and sends every input
 
     def __init__(
         self, scheduler: str, *, workers: int, connect_timeout: float = CONNECT_TIMEOUT, state: Path | None = None

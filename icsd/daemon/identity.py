@@ -9,16 +9,28 @@ not work again).
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-__all__ = ["FileVersion"]
+__all__ = ["FileVersion", "content_digest"]
+
+
+def content_digest(data: bytes) -> str:
+    """The digest in a file's identity: tells a touched-only file from a replaced one.
+
+    A checksum against our own drop folder's accidents, not a security boundary, so the fastest
+    hashlib digest: SHA-1 hashes at 1.2 GB/s here (BLAKE2b 0.55, SHA-256 1.4 with the CPU's SHA
+    extensions but ~0.4 without). The manifest shows it as `source_sha1`.
+    """
+    return hashlib.sha1(data, usedforsecurity=False).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
 class FileVersion:
-    """One version of one input file. `digest` is None until the content has been read."""
+    """One version of one input file. `digest` is None until the content has been read (by the daemon, or by the
+    worker that reads the file itself: see inputs.SourceFile)."""
 
     rel: str
     size: int

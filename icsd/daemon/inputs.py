@@ -13,6 +13,7 @@ import os
 import re
 import stat
 from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from icsd.errors import InputError
@@ -23,9 +24,12 @@ __all__ = [
     "JUNK_NAMES",
     "JUNK_SUFFIXES",
     "REMOTE_FS_TYPES",
+    "SourceChanged",
+    "SourceFile",
     "is_candidate_name",
     "printable",
     "read_regular",
+    "read_source",
     "remote_fs_type",
     "scan_relative",
     "scan_tree",
@@ -113,6 +117,34 @@ def read_regular(path: str | Path) -> tuple[bytes, os.stat_result]:
         return data, st
     finally:
         os.close(fd)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFile:
+    """An input for a worker that shares the daemon's file system to read itself: the version the daemon claimed
+    (size, mtime and inode from its lstat). The daemon then neither reads nor hashes it nor sends its bytes:
+    ~0.1 ms of its CPU per small image (docs/scale.md)."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    inode: int
+
+
+class SourceChanged(Exception):
+    """The input is no longer the version the daemon claimed (changed, replaced, gone, unreadable since): the
+    daemon gives the claim back, counting no attempt, and admits the file again."""
+
+
+def read_source(source: SourceFile) -> bytes:
+    """The bytes of `source`, read as read_regular reads (no links, no FIFOs), if it is still that version."""
+    try:
+        data, st = read_regular(source.path)
+    except (OSError, InputError) as exc:
+        raise SourceChanged(f"{source.path}: {read_error(exc)}") from None
+    if (st.st_size, st.st_mtime_ns, st.st_ino) != (source.size, source.mtime_ns, source.inode):
+        raise SourceChanged(f"{source.path} changed after it was admitted")
+    return data
 
 
 def remote_fs_type(path: str | Path, mountinfo: str | None = None) -> str | None:

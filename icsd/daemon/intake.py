@@ -3,7 +3,9 @@
 In order: a metadata check (same size and mtime as a version already done or failed: skip without
 reading), a safe read (no links, no FIFOs), the content digest, the journal's claim (the one
 transaction that decides whether this version is work, and counts the attempt), and the choice of
-an output name no other input owns. The scheduler decides *when* a file is admitted; this decides
+an output name no other input owns. A file the journal does not know yet is not read here when the
+workers can read it (`read=False`): its claim is the version its lstat describes, and the worker reads
+and hashes it (inputs.SourceFile). The scheduler decides *when* a file is admitted; this decides
 *whether* and *as what*; the service submits the job.
 """
 
@@ -17,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from icsd.daemon.delivery import Task
-from icsd.daemon.identity import FileVersion
-from icsd.daemon.inputs import read_error, read_regular
-from icsd.daemon.journal import Journal, Known, OwnerOf, content_digest
+from icsd.daemon.identity import FileVersion, content_digest
+from icsd.daemon.inputs import SourceFile, read_error, read_regular
+from icsd.daemon.journal import Journal, Known, OwnerOf
 from icsd.daemon.output import output_name, output_names
 from icsd.errors import InputError
 
@@ -30,10 +32,10 @@ log = logging.getLogger("icsd")
 
 @dataclass(frozen=True, slots=True)
 class Admitted:
-    """Work to do: the claimed version (its output name reserved) and its bytes."""
+    """Work to do: the claimed version (its output name reserved) and its bytes, or the file for the worker to read."""
 
     task: Task
-    data: bytes
+    data: bytes | SourceFile
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,23 +72,29 @@ class Intake:
         self._input = os.fspath(input_root)
         self._folders = (os.fspath(output_root), self._input)  # for isdir per candidate, no Path
 
-    def admit(self, rel: str) -> Admission:
-        """Decide about the file at `rel` now. A journal that cannot be written raises TransientError."""
+    def admit(self, rel: str, *, read: bool = True) -> Admission:
+        """Decide about the file at `rel` now. A journal that cannot be written raises TransientError. `read=False`:
+        a file the journal does not know is claimed unread, for the worker to read (see the module's docstring)."""
         path = os.path.join(self._input, rel)  # a string: built for every file (pathlib costs ~10x more)
         known = self.journal.known(rel)  # one lookup for the metadata check and the claim
-        if self._settled_by_metadata(rel, path, known):
+        st = self._lstat(path)
+        if st is not None and self._settled_by_metadata(rel, st, known):
             return Skipped("finished already (same size and mtime)")
-        try:
-            data, info = read_regular(path)
-        except FileNotFoundError:
-            log.debug("%s vanished before it was read", rel)
-            return Skipped("vanished before it was read")
-        except InputError as exc:
-            log.warning("%s: %s", rel, exc.message)
-            return Skipped(exc.message)
-        except OSError as exc:
-            return Unreadable(read_error(exc))
-        version = FileVersion.of(rel, info, content_digest(data))
+        if not read and known is None and st is not None and stat.S_ISREG(st.st_mode):
+            version = FileVersion.of(rel, st)
+            data: bytes | SourceFile = SourceFile(path, st.st_size, st.st_mtime_ns, st.st_ino)
+        else:
+            try:
+                data, info = read_regular(path)
+            except FileNotFoundError:
+                log.debug("%s vanished before it was read", rel)
+                return Skipped("vanished before it was read")
+            except InputError as exc:
+                log.warning("%s: %s", rel, exc.message)
+                return Skipped(exc.message)
+            except OSError as exc:
+                return Unreadable(read_error(exc))
+            version = FileVersion.of(rel, info, content_digest(data))
         output = self.journal.claim_output(version, self.fingerprint, functools.partial(self.free_output, rel),
                                            known=known)
         if output is None:
@@ -109,12 +117,15 @@ class Intake:
             log.warning("%s: %s already belongs to %s; writing %s", rel, natural, holder, output)
         return output
 
-    def _settled_by_metadata(self, rel: str, path: str, known: Known | None) -> bool:
+    @staticmethod
+    def _lstat(path: str) -> os.stat_result | None:
+        try:
+            return os.lstat(path)
+        except OSError:
+            return None  # the read reports it
+
+    def _settled_by_metadata(self, rel: str, st: os.stat_result, known: Known | None) -> bool:
         """Finished already (same size and mtime)? Decided before reading, so a restart with ON_SUCCESS=keep
         does not reread every original, and an unreadable finished file is not retried (and redone)."""
-        try:
-            st = os.lstat(path)
-        except OSError:
-            return False  # the read reports it
         return stat.S_ISREG(st.st_mode) and self.journal.is_settled(rel, st.st_size, st.st_mtime_ns, self.fingerprint,
                                                                     known=known)

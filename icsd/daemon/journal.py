@@ -11,7 +11,6 @@ the daemon is killed mid-transaction (an uncommitted transaction simply never ha
 from __future__ import annotations
 
 import enum
-import hashlib
 import json
 import sqlite3
 import threading
@@ -26,7 +25,7 @@ from typing import Any, Self
 from icsd.daemon.identity import FileVersion
 from icsd.errors import SettingsError, TransientError
 
-__all__ = ["SCHEMA_VERSION", "DoneMark", "DoneRow", "Entry", "Journal", "Known", "OwnerOf", "State", "content_digest"]
+__all__ = ["SCHEMA_VERSION", "DoneMark", "DoneRow", "Entry", "Journal", "Known", "OwnerOf", "State"]
 
 SCHEMA_VERSION = 3
 # Steps from each older schema to the next, run in one transaction on open (read-write). 1 -> 2: `stats`,
@@ -44,16 +43,6 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
 }
 # SQLite result codes that mean "not now" rather than "never": retried by the caller.
 _TRANSIENT = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_IOERR")
-
-
-def content_digest(data: bytes) -> str:
-    """The digest in a file's identity: tells a touched-only file from a replaced one.
-
-    A checksum against our own drop folder's accidents, not a security boundary, so the fastest
-    hashlib digest: SHA-1 hashes at 1.2 GB/s here (BLAKE2b 0.55, SHA-256 1.4 with the CPU's SHA
-    extensions but ~0.4 without), and the daemon hashes every byte it reads (28 MB per benchmark batch).
-    """
-    return hashlib.sha1(data, usedforsecurity=False).hexdigest()
 
 
 class State(enum.StrEnum):
@@ -110,6 +99,8 @@ class _Unset(enum.Enum):
 
 
 UNSET = _Unset.UNSET
+# The digest of a row claimed unread (a worker reads the file, see inputs.SourceFile) until it is finished.
+UNREAD = ""
 
 
 _SCHEMA = f"""
@@ -258,9 +249,9 @@ class Journal:
         """`claim`, and when claimed, reserve the output name `choose(owner_of, previous)` picks, in one
         transaction (one commit per admitted file, not two). `owner_of(name)` is `output_owner` inside it;
         `previous` is the output the row already had (a retry or a remake keeps it). None: not claimed.
-        `known`: the row from `known(rel)`, if looked up already in this transaction (see transaction())."""
-        if version.digest is None:
-            raise ValueError(f"claim needs the digest of {version.rel!r}: read the file first")
+        `known`: the row from `known(rel)`, if looked up already in this transaction (see transaction()).
+        A path the journal does not know may be claimed unread (digest None): its row records the digest
+        when it is marked done or failed (a worker read it, see inputs.SourceFile)."""
         with self._write(durable=False) as db:
             output = _claim(db, version, fingerprint, choose, known)
             return output if isinstance(output, str) else None
@@ -283,9 +274,9 @@ class Journal:
         with self._write() as db:
             if done and all(mark.digest is not None for mark in done):  # the daemon's case: one executemany
                 now = time.time()
-                rows = [(*_finish_values(State.DONE, mark.output, None, now, mark.stats), mark.rel, mark.digest)
-                        for mark in done]
-                if db.executemany(_FINISH + " AND digest = ?", rows).rowcount == len(rows):
+                rows = [(*_finish_values(State.DONE, mark.output, None, now, mark.stats),
+                         *_read_as(mark.rel, mark.digest)) for mark in done]
+                if db.executemany(_FINISH_READ, rows).rowcount == len(rows):
                     return [True] * len(rows)
             # Some row no longer holds the content read (replaced meanwhile): row by row, which (KeyError if gone).
             return [_finish_row(db, mark.rel, State.DONE, output=mark.output, error=None, digest=mark.digest,
@@ -507,15 +498,18 @@ def _claim(
         output = None if choose is None else choose(lambda name: _owner(db, name), None)
         db.execute(
             f"INSERT INTO files ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, 1, ?, NULL, ?)",
-            (version.rel, version.size, version.mtime_ns, version.digest, State.IN_PROGRESS.value, output, now),
+            (version.rel, version.size, version.mtime_ns, version.digest or UNREAD, State.IN_PROGRESS.value, output,
+             now),
         )
         return True if choose is None else output
+    if version.digest is None:
+        raise ValueError(f"claim needs the digest of {version.rel!r}: the journal knows it, so read the file first")
     claimed = _claim_known(db, version, fingerprint, row, now)
     if choose is None:
         return claimed
     if not claimed:
         return None
-    previous = None if row[2] != version.digest or row[0] != version.size else row[5]  # a replaced file's is reset
+    previous = row[5] if _same_content(row, version) else None  # a replaced file's is reset
     output = choose(lambda name: _owner(db, name), previous)
     db.execute("UPDATE files SET output = ? WHERE rel = ?", (output, version.rel))
     return output
@@ -525,8 +519,8 @@ def _claim_known(
     db: sqlite3.Connection, version: FileVersion, fingerprint: str | None, row: tuple[Any, ...], now: float
 ) -> bool:
     """_claim for a path the journal knows."""
-    size, _mtime_ns, digest, state, made_with, _output = row
-    if size != version.size or digest != version.digest:
+    _size, _mtime_ns, _digest, state, made_with, _output = row
+    if not _same_content(row, version):
         db.execute(
             "UPDATE files SET size = ?, mtime_ns = ?, digest = ?, state = ?, attempts = 1,"
             " output = NULL, error = NULL, stats = NULL, fingerprint = NULL, updated = ? WHERE rel = ?",
@@ -552,6 +546,16 @@ def _claim_known(
     return True
 
 
+def _same_content(row: tuple[Any, ...], version: FileVersion) -> bool:
+    """Does a row (a Known) hold `version`'s content? One claimed unread and not finished (a crash or a retry):
+    the same size counts as the same content, so its attempts go on counting; one finished without a digest
+    (a worker died with it) never does, so a changed file gets another try."""
+    size, _mtime_ns, digest, state = row[:4]
+    if digest == UNREAD:
+        return size == version.size and state not in _SETTLED
+    return size == version.size and digest == version.digest
+
+
 def _owner(db: sqlite3.Connection, output: str) -> str | None:
     """Journal.output_owner on `db`."""
     row = db.execute(
@@ -564,12 +568,13 @@ def _finish_row(
     db: sqlite3.Connection, rel: str, state: State, *, output: str | None, error: str | None, digest: str | None,
     stats: dict[str, Any] | None,
 ) -> bool:
-    """Set a row DONE or FAILED inside an open transaction; with `digest`, only if the row still holds it."""
-    values = (*_finish_values(state, output, error, time.time(), stats), rel)
+    """Set a row DONE or FAILED inside an open transaction; with `digest`, only if the row still holds it (or was
+    claimed unread: see _FINISH_READ)."""
+    values = _finish_values(state, output, error, time.time(), stats)
     if digest is None:
-        _require(db.execute(_FINISH, values), rel)
+        _require(db.execute(_FINISH, (*values, rel)), rel)
         return True
-    cur = db.execute(_FINISH + " AND digest = ?", (*values, digest))
+    cur = db.execute(_FINISH_READ, (*values, *_read_as(rel, digest)))
     if cur.rowcount == 0:
         _require(db.execute("SELECT 1 FROM files WHERE rel = ?", (rel,)), rel, select=True)
         return False
@@ -578,6 +583,15 @@ def _finish_row(
 
 _FINISH = ("UPDATE files SET state = ?, output = COALESCE(?, output), error = ?, updated = ?, stats = ?,"
            " fingerprint = ? WHERE rel = ?")
+# _FINISH for the content read (digest known): only if the row still holds it, or was claimed unread (then the
+# worker read the version claimed, and the row records its digest now).
+_FINISH_READ = ("UPDATE files SET state = ?, output = COALESCE(?, output), error = ?, updated = ?, stats = ?,"
+                " fingerprint = ?, digest = ? WHERE rel = ? AND digest IN (?, ?)")
+
+
+def _read_as(rel: str, digest: str) -> tuple[str, str, str, str]:
+    """_FINISH_READ's last values."""
+    return digest, rel, digest, UNREAD
 
 
 def _finish_values(

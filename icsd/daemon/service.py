@@ -19,7 +19,7 @@ import threading
 import time
 from concurrent.futures import CancelledError, Future
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -29,6 +29,7 @@ from icsd.daemon.delivery import Outputs, StorageFull, Task, UnsafePathError
 from icsd.daemon.discovery import requeue_unfinished, scan_largest_first, start_watcher
 from icsd.daemon.executor import NOT_STARTED, WORKER_DIED, Executor, create_executor
 from icsd.daemon.folders import create_folders, hold_lock
+from icsd.daemon.inputs import SourceChanged
 from icsd.daemon.intake import Admitted, Intake, Unreadable
 from icsd.daemon.journal import DoneMark, Journal
 from icsd.daemon.leftovers import reclaim_semaphores
@@ -104,6 +105,7 @@ class Service:
         self._events: queue.Queue[Ready | Done] = queue.Queue()
         self._watcher: Watcher | None = None
         self._executor: Executor | None = None
+        self._reads_inputs = False  # the executor's workers read new inputs themselves (Executor.reads_inputs)
         # Files a worker's death in the shared pool broke: they run alone until done or failed (see _run_alone).
         self._alone: set[str] = set()
 
@@ -152,6 +154,7 @@ class Service:
         self.metrics.set_runtime_source(lambda: self.tally.runtime)
         executor = self._executor = create_executor(settings.executor, workers=settings.worker_count,
                                                     scheduler=settings.dask_scheduler, state=self.output_root / ".icsd")
+        self._reads_inputs = executor.reads_inputs
         # Both executors send small images several to a task: the window is wide, and bounded in bytes too.
         self.scheduler.window = max(self.scheduler.window, getattr(executor, "in_flight_hint", 0))
         stack.callback(self._drain, executor)
@@ -253,9 +256,9 @@ class Service:
         try:
             with self.journal.transaction():
                 while (rel := self.scheduler.next_start(now)) is not None:
-                    admission = self.intake.admit(rel)
+                    admission = self.intake.admit(rel, read=not self._reads_inputs)
                     if isinstance(admission, Admitted):
-                        self.scheduler.started(rel, now, len(admission.data))  # counted against the window now
+                        self.scheduler.started(rel, now, admission.task.version.size)  # counted against the window
                         admitted.append(admission)
                     elif isinstance(admission, Unreadable):
                         unreadable.append((rel, admission))  # recorded once the round's claims are
@@ -271,7 +274,7 @@ class Service:
             self._storage_failed(first, exc.message)
             return []
         for rel, admission in unreadable:
-            self._retry_later(rel, admission.error)
+            self._retry_later(rel, admission.error, claimed=False)
         return admitted
 
     def _submit(self, executor: Executor, admission: Admitted) -> None:
@@ -357,6 +360,9 @@ class Service:
             self.outputs.discard_spool(done.spool)
             if self.scheduler.draining and isinstance(exc, CancelledError):  # never started (stop_starting)
                 self._give_back(task.rel, NOT_STARTED)
+            elif isinstance(exc, SourceChanged):  # not the version claimed any more: admitted again, as it is now
+                self._give_back(task.rel, str(exc))
+                self.scheduler.offer(task.rel)
             elif self._executor_failed(task.rel):
                 pass
             elif isinstance(exc, BrokenProcessPool):  # a worker died in the shared pool: maybe not this image's doing
@@ -364,6 +370,8 @@ class Service:
             else:
                 self._retry_later(task.rel, exc.message if isinstance(exc, IcsdError) else WORKER_DIED, task=task)
             return None
+        if outcome.digest is not None:  # the worker read the input: the version claimed, its digest now known
+            task = done.task = replace(task, version=task.version.read_as(outcome.digest))
         if outcome.result is not None:
             return outcome.result
         self.outputs.discard_spool(done.spool)
@@ -432,10 +440,12 @@ class Service:
         for callback in self.on_progress:
             callback({"name": rel, "error": error})
 
-    def _retry_later(self, rel: str, error: str, *, task: Task | None = None) -> None:
-        """Count a failed attempt (in the journal once the file is claimed) and retry after a backoff, or fail."""
+    def _retry_later(self, rel: str, error: str, *, task: Task | None = None, claimed: bool = True) -> None:
+        """Count a failed attempt and retry after a backoff, or fail. The journal counts the attempts of a claimed
+        file; the scheduler those of a file that could not be read (`claimed=False`: reading claims nothing, and
+        the journal's count, left by an earlier version or a claim given back, would never grow)."""
         attempts = self.journal.mark_pending(rel, error) if self.journal.get(rel) is not None else None
-        decision = self.scheduler.failed_attempt(rel, time.monotonic(), attempts=attempts)
+        decision = self.scheduler.failed_attempt(rel, time.monotonic(), attempts=attempts if claimed else None)
         if isinstance(decision, GiveUp):
             self._fail(rel, f"{error} (gave up after {decision.attempts} attempts)", task=task)
             return

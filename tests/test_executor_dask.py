@@ -28,6 +28,8 @@ from icsd.core.jobs import JobOutcome, compress_job
 from icsd.core.params import CompressParams, Strategy
 from icsd.daemon import executor_dask
 from icsd.daemon.executor_dask import DaskExecutor
+from icsd.daemon.identity import content_digest
+from icsd.daemon.inputs import SourceChanged, SourceFile
 from icsd.daemon.output import TEMP_PREFIX
 from icsd.errors import SettingsError, TransientError
 from tests.harness import sample_image, wait_until
@@ -366,3 +368,37 @@ def test_a_batch_whose_worker_keeps_dying_is_split_so_only_the_culprit_pays(capl
         assert any("running each of them alone" in r.getMessage() for r in caplog.records)
     finally:
         executor.shutdown(cancel=True)
+
+
+def test_local_workers_read_new_inputs_themselves(executor: DaskExecutor, tmp_path: Path) -> None:
+    """A local cluster's workers share the daemon's files: given a SourceFile they read and hash it, and a file
+    changed since its claim is refused (SourceChanged), as in the process pool."""
+    assert executor.reads_inputs
+    params = CompressParams(scale=2, colors=16)
+    data = encode("china.jpg", "JPEG", crop=128)
+    path = tmp_path / "a.jpg"
+    path.write_bytes(data)
+    st = path.stat()
+    source = SourceFile(str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    (outcome,) = outcomes([executor.submit(source, params)])
+    assert comparable(outcome) == comparable(dataclasses.replace(in_process(data, params), digest=content_digest(data)))
+    path.write_bytes(data + b"more")
+    with pytest.raises(SourceChanged, match="changed after it was admitted"):
+        executor.submit(source, params).result(timeout=JOB_TIMEOUT)
+
+
+def test_remote_workers_read_inputs_only_when_each_sees_the_daemons_files(tmp_path: Path) -> None:
+    """Workers of a remote scheduler are asked once: each must find this run's token and the input folder."""
+    cluster = _thread_cluster(_free_port())  # stands in for workers that share this machine's files
+    state, inputs = tmp_path / "out" / ".icsd", tmp_path / "in"
+    state.mkdir(parents=True)
+    inputs.mkdir()
+    shared = DaskExecutor(cluster.scheduler_address, workers=1, state=state, inputs=inputs)
+    elsewhere = DaskExecutor(cluster.scheduler_address, workers=1, state=state, inputs=tmp_path / "not-there")
+    no_token = DaskExecutor(cluster.scheduler_address, workers=1, inputs=inputs)
+    try:
+        assert (shared.reads_inputs, elsewhere.reads_inputs, no_token.reads_inputs) == (True, False, False)
+    finally:
+        for executor in (shared, elsewhere, no_token):
+            executor.shutdown(cancel=True)
+        cluster.close()

@@ -389,9 +389,12 @@ def _shut_down(pool: ProcessPoolExecutor, *, cancel: bool) -> None:
             manager.join(STOP_SECONDS)
 
 
-def create_executor(kind: str, *, workers: int, scheduler: str = "local", state: Path | None = None) -> Executor:
+def create_executor(
+    kind: str, *, workers: int, scheduler: str = "local", state: Path | None = None, inputs: Path | None = None
+) -> Executor:
     """The executor named by ICSD_EXECUTOR. `state`: a folder in the output folder (its `.icsd`) where a Dask
-    executor leaves the token by which a worker tells it sees the same files (see DaskExecutor)."""
+    executor leaves the token by which a worker tells it sees the same files; `inputs`: the input folder, which
+    Dask workers that see it read themselves (see DaskExecutor)."""
     if kind == "process":
         return ProcessExecutor(workers)
     if kind == "dask":
@@ -401,7 +404,7 @@ def create_executor(kind: str, *, workers: int, scheduler: str = "local", state:
             raise SettingsError(
                 f"ICSD_EXECUTOR=dask needs the dask extra: pip install 'icsd[dask]' ({exc})"
             ) from None
-        return DaskExecutor(scheduler, workers=workers, state=state)
+        return DaskExecutor(scheduler, workers=workers, state=state, inputs=inputs)
     raise SettingsError(f"ICSD_EXECUTOR must be process or dask, got {kind!r}")
 
 

@@ -6,7 +6,8 @@ one client's state and lifecycle; split, they would pass it around.
 Only bytes and a frozen params object cross the wire, so workers need icsd installed but no shared
 file system. A worker that does see the daemon's output folder (the same machine, or a shared file system:
 it finds the token this executor left there) writes each output beside its final place, as a pool worker
-does, and sends back only the stats; the others send the PNG's bytes, which the daemon writes. The daemon
+does, and sends back only the stats; the others send the PNG's bytes, which the daemon writes. When every
+worker sees the input folder too, they read new inputs themselves (inputs.SourceFile), as pool workers do. The daemon
 stays the single watcher and journal owner and consumes each future once, so a task the scheduler re-ran
 on another worker (because its first worker died) is placed once.
 
@@ -41,6 +42,7 @@ from distributed.comm import get_address_host_port, parse_address
 from icsd.core import CompressParams, JobOutcome
 from icsd.daemon.executor import BATCH_IMAGES, SMALL_IMAGE_BYTES, batches_to_send, run_jobs
 from icsd.daemon.fork_server import limit_native_threads
+from icsd.daemon.inputs import SourceFile
 from icsd.daemon.output import write_atomic
 from icsd.errors import SettingsError, TransientError
 
@@ -58,12 +60,14 @@ TOKEN_NAME = "dask-token"  # in the output folder's .icsd: see _sees_our_files
 
 
 class _Job:
-    """One image on its way: its bytes (until sent), its name for log lines, and the daemon's future."""
+    """One image on its way: its bytes or file (until sent), its name for log lines, and the daemon's future."""
 
     __slots__ = ("bridge", "data", "name", "spool")
 
-    def __init__(self, data: bytes, name: str, bridge: Future[JobOutcome], spool: str | None = None) -> None:
-        self.data: bytes | None = data
+    def __init__(
+        self, data: bytes | SourceFile, name: str, bridge: Future[JobOutcome], spool: str | None = None
+    ) -> None:
+        self.data: bytes | SourceFile | None = data
         self.name = name
         self.bridge = bridge
         self.spool = spool
@@ -83,13 +87,15 @@ class DaskExecutor:
 
     name = "dask"
     writes_spool = True  # by the workers that see the token in `state` (the others send bytes)
-    reads_inputs = False  # a worker may not see the input folder: the daemon reads and sends every input
 
     def __init__(
-        self, scheduler: str, *, workers: int, connect_timeout: float = CONNECT_TIMEOUT, state: Path | None = None
+        self, scheduler: str, *, workers: int, connect_timeout: float = CONNECT_TIMEOUT, state: Path | None = None,
+        inputs: Path | None = None,
     ) -> None:
         """`state`: a folder in the daemon's output folder, where a random token for this run is left: a worker
-        that reads the same token there sees the same files, and writes its outputs to the spool paths."""
+        that reads the same token there sees the same files, and writes its outputs to the spool paths.
+        `inputs`: the input folder; when every worker connected at the start sees it and the token, they read new
+        inputs themselves (`reads_inputs`, see _workers_share_files)."""
         self.scheduler = scheduler
         self._token = _leave_token(state)
         self.workers = workers
@@ -117,9 +123,24 @@ class DaskExecutor:
             if not self._client.nthreads():
                 log.warning("dask scheduler %s has no workers yet; jobs wait until one joins", scheduler)
         self._threads = max(workers, sum(self._client.nthreads().values()), 1)
+        self.reads_inputs = self._cluster is not None or self._workers_share_files(inputs)
         self._watch_workers(self._client)
         self._batcher = threading.Thread(target=self._run_batcher, name="icsd-dask-batcher", daemon=True)
         self._batcher.start()
+
+    def _workers_share_files(self, inputs: Path | None) -> bool:
+        """Do the workers connected now see the daemon's files (its token, and the input folder)? Then new inputs
+        are theirs to read (Executor.reads_inputs): the daemon neither reads nor sends them. A worker that joins
+        later and does not see them refuses such an image (SourceChanged: no such file); the daemon then admits
+        it again and sends its bytes. Asked once, for at most the connect timeout (a silent worker: no)."""
+        if inputs is None or self._token is None:
+            return False
+        answers: dict[str, object] = {}
+        ask = threading.Thread(target=lambda: answers.update(self._client.run(
+            _sees_inputs, self._token, str(inputs), on_error="return")), name="icsd-dask-probe", daemon=True)
+        ask.start()
+        ask.join(self._connect_timeout)
+        return not ask.is_alive() and bool(answers) and all(answer is True for answer in answers.values())
 
     @property
     def in_flight_hint(self) -> int:
@@ -128,7 +149,8 @@ class DaskExecutor:
         return 2 * BATCH_IMAGES * self._threads
 
     def submit(
-        self, data: bytes, params: CompressParams, *, name: str = "", spool: str | None = None, alone: bool = False
+        self, data: bytes | SourceFile, params: CompressParams, *, name: str = "", spool: str | None = None,
+        alone: bool = False,
     ) -> Future[JobOutcome]:
         """`name` (the image's relative path) only appears in log lines about lost workers. `spool`: see
         Executor.submit; a worker that does not see the daemon's files sends the bytes. `alone`: see
@@ -136,8 +158,9 @@ class DaskExecutor:
         self._live_client()  # a lost scheduler refuses the job now, not after the batch wait
         bridge: Future[JobOutcome] = Future()
         bridge.set_running_or_notify_cancel()  # the daemon never cancels a job; cancel() becomes a no-op
-        job = _Job(data, name or f"{len(data)}-byte image", bridge, spool)
-        if alone or len(data) >= SMALL_IMAGE_BYTES:
+        size = data.size if isinstance(data, SourceFile) else len(data)
+        job = _Job(data, name or f"{size}-byte image", bridge, spool)
+        if alone or size >= SMALL_IMAGE_BYTES:
             self._send([job], params)
             return bridge
         with self._wake:
@@ -401,6 +424,11 @@ def _compress_on_worker(
 
 
 _seen_tokens: dict[tuple[str, str], bool] = {}  # in a worker: the daemons' tokens it found (or not)
+
+
+def _sees_inputs(token: tuple[str, str], inputs: str) -> bool:
+    """On a worker: does it see the daemon's files, the input folder too (DaskExecutor._workers_share_files)?"""
+    return _sees_our_files(token) and os.path.isdir(inputs)
 
 
 def _sees_our_files(token: tuple[str, str] | None) -> bool:

@@ -153,7 +153,8 @@ class Service:
         stack.callback(self.metrics.stop)
         self.metrics.set_runtime_source(lambda: self.tally.runtime)
         executor = self._executor = create_executor(settings.executor, workers=settings.worker_count,
-                                                    scheduler=settings.dask_scheduler, state=self.output_root / ".icsd")
+                                                    scheduler=settings.dask_scheduler, state=self.output_root / ".icsd",
+                                                    inputs=self.input_root)
         self._reads_inputs = executor.reads_inputs
         # Both executors send small images several to a task: the window is wide, and bounded in bytes too.
         self.scheduler.window = max(self.scheduler.window, getattr(executor, "in_flight_hint", 0))

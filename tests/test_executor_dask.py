@@ -10,6 +10,8 @@ import io
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, wait
@@ -32,7 +34,7 @@ from icsd.daemon.identity import content_digest
 from icsd.daemon.inputs import SourceChanged, SourceFile
 from icsd.daemon.output import TEMP_PREFIX
 from icsd.errors import SettingsError, TransientError
-from tests.harness import sample_image, wait_until
+from tests.harness import clean_env, sample_image, wait_until
 
 JOB_TIMEOUT = 60.0
 # Most of a second of k-means per job on one core: long enough that a kill lands mid-task.
@@ -402,3 +404,29 @@ def test_remote_workers_read_inputs_only_when_each_sees_the_daemons_files(tmp_pa
         for executor in (shared, elsewhere, no_token):
             executor.shutdown(cancel=True)
         cluster.close()
+
+
+def test_a_worker_started_by_a_nanny_gets_glibcs_own_malloc_thresholds_back() -> None:
+    """Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536, which freezes glibc's mmap threshold at 128 KiB: each large
+    allocation is mapped and faulted in anew. After _undo_nanny_malloc_trim, freed memory is reused."""
+    code = """
+import resource
+from icsd.daemon.executor_dask import _undo_nanny_malloc_trim
+
+def faults_per_block():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(50):
+        block = bytearray(4 << 20)  # 4 MiB, zero-filled, so every page is touched
+        del block
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 50
+
+frozen = faults_per_block()
+_undo_nanny_malloc_trim()
+faults_per_block()  # the first blocks grow the heap
+print(frozen, faults_per_block())
+"""
+    done = subprocess.run([sys.executable, "-c", code], env=clean_env(MALLOC_TRIM_THRESHOLD_="65536"),
+                          capture_output=True, text=True, check=True)
+    frozen, tuned = map(float, done.stdout.split())
+    assert frozen > 500, done.stdout  # ~1,024 pages of 4 KiB faulted in per 4-MiB block
+    assert tuned < 10, done.stdout

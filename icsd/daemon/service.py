@@ -105,7 +105,6 @@ class Service:
         self._events: queue.Queue[Ready | Done] = queue.Queue()
         self._watcher: Watcher | None = None
         self._executor: Executor | None = None
-        self._reads_inputs = False  # the executor's workers read new inputs themselves (Executor.reads_inputs)
         # Files a worker's death in the shared pool broke: they run alone until done or failed (see _run_alone).
         self._alone: set[str] = set()
 
@@ -155,7 +154,6 @@ class Service:
         executor = self._executor = create_executor(settings.executor, workers=settings.worker_count,
                                                     scheduler=settings.dask_scheduler, state=self.output_root / ".icsd",
                                                     inputs=self.input_root)
-        self._reads_inputs = executor.reads_inputs
         # Both executors send small images several to a task: the window is wide, and bounded in bytes too.
         self.scheduler.window = max(self.scheduler.window, getattr(executor, "in_flight_hint", 0))
         stack.callback(self._drain, executor)
@@ -241,23 +239,24 @@ class Service:
         """Start what the scheduler lets start now, a round at a time (see _admit_round)."""
         now = time.monotonic()
         try:
-            while admitted := self._admit_round(now):
+            while admitted := self._admit_round(now, read=not executor.reads_inputs):
                 for admission in admitted:
                     self._submit(executor, admission)
         finally:
             executor.flush()  # small images go several to a task
 
-    def _admit_round(self, now: float) -> list[Admitted]:
+    def _admit_round(self, now: float, *, read: bool) -> list[Admitted]:
         """Admit files until the window is full, their claims one journal transaction committed before any of their
         jobs starts (one commit per round, not per file). If the journal cannot be written (disk full, locked),
-        the whole round goes back to the front of the queue, and nothing starts until the next storage probe."""
+        the whole round goes back to the front of the queue, and nothing starts until the next storage probe.
+        `read`: new files are read here (the executor's workers cannot read them, see Executor.reads_inputs)."""
         admitted: list[Admitted] = []
         unreadable: list[tuple[str, Unreadable]] = []
         rel = None
         try:
             with self.journal.transaction():
                 while (rel := self.scheduler.next_start(now)) is not None:
-                    admission = self.intake.admit(rel, read=not self._reads_inputs)
+                    admission = self.intake.admit(rel, read=read)
                     if isinstance(admission, Admitted):
                         self.scheduler.started(rel, now, admission.task.version.size)  # counted against the window
                         admitted.append(admission)

@@ -154,11 +154,11 @@ def main() -> int:
             shutil.rmtree(out)
     reference = statistics.median(reference_ms)
     print(f"{args.n} files in {FOLDERS} folders, median of {args.repeat}; main-thread CPU per file")
-    print(f"  read + SHA-1 only (reference)          {reference:6.3f} ms")
+    print(f"  {'read + SHA-1 only (reference)':65s} {reference:6.3f} ms")
     for label, times in (("workers read the input and write the spool (process)", spool_ms),
                          ("workers get and send bytes (remote dask)", bytes_ms)):
         median = statistics.median(times)
-        print(f"  coordinator, {label:33s} {median:6.3f} ms   ({median / reference:.0f}x the reference)")
+        print(f"  coordinator, {label:52s} {median:6.3f} ms   ({median / reference:.0f}x the reference)")
     if profile is not None:
         pstats.Stats(profile).sort_stats("cumulative").print_stats(40)
     return 0

@@ -8,8 +8,9 @@ daemon's main-process CPU per file. Images: 160x120 JPEGs (quality 90) cut from 
 
     python bench/manyfolders.py [--small 2000] [--large 20000] [--workers 2] [--paused]
 
---paused: the daemon is SIGSTOPped during the copy and timed from its SIGCONT, so each case starts with an
-inotify queue overflow whatever the kernel's max_queued_events (without it, a quick daemon may keep up).
+--paused: the daemon is SIGSTOPped during the copy and timed from its SIGCONT, so each case starts with all
+the copy's events queued: an inotify queue overflow when they are more than the kernel's max_queued_events
+(without it, a quick daemon may keep up).
 """
 
 from __future__ import annotations

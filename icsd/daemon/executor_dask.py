@@ -137,8 +137,12 @@ class DaskExecutor:
         if inputs is None or self._token is None:
             return False
         answers: dict[str, object] = {}
-        ask = threading.Thread(target=lambda: answers.update(self._client.run(
-            _sees_inputs, self._token, str(inputs), on_error="return")), name="icsd-dask-probe", daemon=True)
+
+        def ask_workers() -> None:
+            with suppress(Exception):  # a scheduler or worker that fails to answer: no
+                answers.update(self._client.run(_sees_inputs, self._token, str(inputs), on_error="return"))
+
+        ask = threading.Thread(target=ask_workers, name="icsd-dask-probe", daemon=True)
         ask.start()
         ask.join(self._connect_timeout)
         return not ask.is_alive() and bool(answers) and all(answer is True for answer in answers.values())

@@ -119,3 +119,18 @@ def test_deleted_originals_cannot_be_remade_said_once_and_in_status(tmp_path: Pa
         f"stale: {len(NAMES)} made with other settings; {len(NAMES)} cannot be remade (original deleted or archived)")
     status = _icsd(tmp_path, "status", "--input-dir", "in", "--output-dir", "out", "--colors", "8")  # late.png: 4
     assert status.stdout.splitlines()[1] == "stale: 1 made with other settings"
+
+
+def test_a_failed_image_dropped_again_is_tried_again_only_with_other_settings(tmp_path: Path) -> None:
+    """An image refused for its size (ICSD_MAX_PIXELS) is set aside; dropped back unchanged it is skipped with the
+    same settings (the same content failed), and done with settings that allow it."""
+    write_image(tmp_path / "in" / "big.jpg", sample_image(crop=300))
+    failed = _icsd(tmp_path, "batch", "in", "--output-dir", "out", "--workers", "1", "--max-pixels", "1000")
+    assert failed.returncode == 1 and "FAILED big.jpg" in failed.stderr, failed.stderr
+    aside = tmp_path / "out" / ".failed" / "big.jpg"
+    aside.rename(tmp_path / "in" / "big.jpg")  # the operator drops it back, as it was
+    again = _icsd(tmp_path, "batch", "in", "--output-dir", "out", "--workers", "1", "--max-pixels", "1000")
+    assert again.returncode == 0 and "0 images done, 0 failed" in again.stderr, again.stderr
+    assert not (tmp_path / "out" / "big.png").exists()
+    _batch(tmp_path)  # the default limit allows it
+    assert _palette_size(tmp_path / "out" / "big.png") <= 16

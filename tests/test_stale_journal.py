@@ -99,3 +99,15 @@ def test_fingerprint_leaves_defaults_out_so_a_new_setting_keeps_old_fingerprints
     assert default == empty  # the digest of no field: what a field added later at its default leaves unchanged
     assert CompressParams(colors=8).fingerprint() != default
     assert CompressParams(colors=8).fingerprint() == CompressParams(colors=8, seed=0).fingerprint()
+
+
+def test_a_failure_is_tried_again_with_other_settings_only(tmp_path: Path) -> None:
+    with Journal(tmp_path / "journal.sqlite3") as journal:
+        assert journal.claim(_version("a.jpg", "d1"), OLD)
+        assert journal.mark_failed("a.jpg", "too many pixels", digest="d1", fingerprint=OLD)
+        assert journal.is_settled("a.jpg", 10, 1, OLD) and not journal.claim(_version("a.jpg", "d1"), OLD)
+        assert not journal.is_settled("a.jpg", 10, 1, NEW)
+        assert journal.claim(_version("a.jpg", "d1"), NEW)  # the failure may have been the settings'
+        entry = journal.get("a.jpg")
+        assert entry is not None and (entry.state, entry.attempts, entry.error) == (State.IN_PROGRESS, 1, None)
+        assert journal.stale(NEW) == []

@@ -165,8 +165,8 @@ class Journal:
     ) -> bool:
         """True if this exact (rel, size, mtime) already ended DONE or FAILED: skip without hashing.
 
-        With `fingerprint` (the current settings'), a DONE row counts only if its output was made with them
-        (or before fingerprints were recorded: unknown settings are trusted, not remade on an upgrade).
+        With `fingerprint` (the current settings'), a DONE or FAILED row counts only if it was made (or failed) with
+        them, or with unknown settings (recorded before fingerprints were: trusted, not redone on an upgrade).
         `known`: the row from `known(rel)`, if looked up already.
         """
         row = self.known(rel) if isinstance(known, _Unset) else known
@@ -175,8 +175,7 @@ class Journal:
         row_size, row_mtime, _digest, state, made_with, _output = row
         if (row_size, row_mtime) != (size, mtime_ns):
             return False
-        return state == State.FAILED.value or (
-            state == State.DONE.value and (fingerprint is None or made_with is None or made_with == fingerprint))
+        return state in _SETTLED and (fingerprint is None or made_with is None or made_with == fingerprint)
 
     def stale(self, fingerprint: str) -> list[Entry]:
         """DONE rows whose output was made with other settings than `fingerprint`'s, by relative path."""
@@ -233,10 +232,10 @@ class Journal:
         True for: an unknown path; a replaced file (size or digest differ: attempts restart at 1);
         a PENDING or IN_PROGRESS row (retry, or left over from a crash); the same content DONE with other
         settings than `fingerprint`'s (a remake: attempts restart at 1, the output name is kept, so the new
-        output replaces the old one). False for the same content already DONE (with these settings, or unknown
-        ones) or FAILED; a touched-only file (same digest, new mtime) gets its mtime updated
-        so the cheap `is_settled` check matches next time. `version` must have been read (digest known).
-        """
+        output replaces the old one), or FAILED with other settings (another try). False for the same content
+        already DONE or FAILED with these settings (or unknown ones); a touched-only file (same digest, new
+        mtime) gets its mtime updated so the cheap `is_settled` check matches next time. `version` must have
+        been read (digest known)."""
         if version.digest is None:
             raise ValueError(f"claim needs the digest of {version.rel!r}: read the file first")
         with self._write(durable=False) as db:
@@ -282,9 +281,13 @@ class Journal:
             return [_finish_row(db, mark.rel, State.DONE, output=mark.output, error=None, digest=mark.digest,
                                 stats=mark.stats) for mark in done]
 
-    def mark_failed(self, rel: str, error: str, *, digest: str | None = None) -> bool:
-        """Record a permanent failure: the same content is never retried. `digest` as in `mark_done`."""
-        return self._finish(rel, State.FAILED, output=None, error=error, digest=digest)
+    def mark_failed(
+        self, rel: str, error: str, *, digest: str | None = None, fingerprint: str | None = None
+    ) -> bool:
+        """Record a permanent failure: the same content is not retried with the same settings (`fingerprint`, the
+        current settings'; with other settings it is, as the failure may have been theirs). `digest` as in
+        `mark_done`."""
+        return self._finish(rel, State.FAILED, output=None, error=error, digest=digest, fingerprint=fingerprint)
 
     def mark_pending(self, rel: str, error: str) -> int:
         """Record a transient failure: back to PENDING for a retry. Returns the attempts made so far."""
@@ -423,10 +426,11 @@ class Journal:
 
     def _finish(
         self, rel: str, state: State, *, output: str | None, error: str | None, digest: str | None,
-        stats: dict[str, Any] | None = None,
+        stats: dict[str, Any] | None = None, fingerprint: str | None = None,
     ) -> bool:
         with self._write() as db:
-            return _finish_row(db, rel, state, output=output, error=error, digest=digest, stats=stats)
+            return _finish_row(db, rel, state, output=output, error=error, digest=digest, stats=stats,
+                               fingerprint=fingerprint)
 
     def _columns(self) -> set[str]:
         return {str(row[1]) for row in self._rows("PRAGMA table_info(files)")}
@@ -527,7 +531,7 @@ def _claim_known(
             (version.size, version.mtime_ns, version.digest, State.IN_PROGRESS.value, now, version.rel),
         )
         return True
-    if state == State.DONE.value and None not in (fingerprint, made_with) and made_with != fingerprint:
+    if state in _SETTLED and None not in (fingerprint, made_with) and made_with != fingerprint:  # other settings
         db.execute(
             "UPDATE files SET mtime_ns = ?, state = ?, attempts = 1, error = NULL, updated = ? WHERE rel = ?",
             (version.mtime_ns, State.IN_PROGRESS.value, now, version.rel),
@@ -566,11 +570,11 @@ def _owner(db: sqlite3.Connection, output: str) -> str | None:
 
 def _finish_row(
     db: sqlite3.Connection, rel: str, state: State, *, output: str | None, error: str | None, digest: str | None,
-    stats: dict[str, Any] | None,
+    stats: dict[str, Any] | None, fingerprint: str | None = None,
 ) -> bool:
     """Set a row DONE or FAILED inside an open transaction; with `digest`, only if the row still holds it (or was
     claimed unread: see _FINISH_READ)."""
-    values = _finish_values(state, output, error, time.time(), stats)
+    values = _finish_values(state, output, error, time.time(), stats, fingerprint)
     if digest is None:
         _require(db.execute(_FINISH, (*values, rel)), rel)
         return True
@@ -595,9 +599,12 @@ def _read_as(rel: str, digest: str) -> tuple[str, str, str, str]:
 
 
 def _finish_values(
-    state: State, output: str | None, error: str | None, now: float, stats: dict[str, Any] | None
+    state: State, output: str | None, error: str | None, now: float, stats: dict[str, Any] | None,
+    fingerprint: str | None = None,
 ) -> tuple[object, ...]:
-    """_FINISH's values but the row's key: the stats as compact JSON, their fingerprint in its own column."""
+    """_FINISH's values but the row's key: the stats as compact JSON, their fingerprint (or, without stats, the
+    settings' `fingerprint`: a failure's) in its own column."""
     recorded = None if stats is None else json.dumps(stats, separators=(",", ":"), sort_keys=True)
-    fingerprint = None if stats is None else stats.get("fingerprint")
+    if stats is not None:
+        fingerprint = stats.get("fingerprint")
     return state.value, output, error, now, recorded, fingerprint

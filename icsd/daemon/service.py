@@ -428,8 +428,9 @@ class Service:
         """Record a permanent failure and set the original aside (only the version that failed)."""
         self._alone.discard(rel)
         entry = self.journal.get(rel)
-        if entry is not None:
-            self.journal.mark_failed(rel, error)
+        if entry is not None:  # the settings recorded: other settings try it again (Journal.mark_failed)
+            self.journal.mark_failed(rel, error, digest=None if task is None else task.version.digest,
+                                     fingerprint=self.intake.fingerprint)
         self.tally.failed += 1
         self.metrics.image_failed(str(self.params.strategy))
         if task is not None and self._replaced(task):

@@ -30,7 +30,7 @@ from typing import Protocol
 from icsd.core import CompressParams, JobOutcome, compress_job
 from icsd.daemon.fork_server import init_worker, start_worker_server
 from icsd.daemon.identity import content_digest
-from icsd.daemon.inputs import SourceChanged, SourceFile, read_source
+from icsd.daemon.inputs import SourceChanged, SourceFile, job_size, read_source
 from icsd.daemon.output import begin_spool, finish_spool
 from icsd.errors import SettingsError, TransientError
 
@@ -172,7 +172,7 @@ class ProcessExecutor:
         pool of one worker that runs one image at a time (see _Quarantine)."""
         if alone:
             return self._quarantine.submit(data, params, spool)
-        if (data.size if isinstance(data, SourceFile) else len(data)) >= SMALL_IMAGE_BYTES:
+        if job_size(data) >= SMALL_IMAGE_BYTES:
             return self._send(_run_job, data, params, spool)
         if self._pending and self._pending[0][1] is not params:  # a task has one params object
             self._send_batches(everything=True)
@@ -309,8 +309,7 @@ class _Quarantine:
     def __init__(self, new_pool: Callable[[], ProcessPoolExecutor]) -> None:
         self._new_pool = new_pool
         self._pool: ProcessPoolExecutor | None = None  # made when first needed (most runs never need it)
-        self._waiting: collections.deque[_KeptBack] = (
-            collections.deque())
+        self._waiting: collections.deque[_KeptBack] = collections.deque()
         self._busy = False
         self._stopped = False
         self._lock = threading.Lock()

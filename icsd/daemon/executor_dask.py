@@ -43,7 +43,7 @@ from distributed.comm import get_address_host_port, parse_address
 from icsd.core import CompressParams, JobOutcome
 from icsd.daemon.executor import BATCH_IMAGES, SMALL_IMAGE_BYTES, batches_to_send, run_jobs
 from icsd.daemon.fork_server import limit_native_threads
-from icsd.daemon.inputs import SourceFile
+from icsd.daemon.inputs import SourceFile, job_size
 from icsd.daemon.output import write_atomic
 from icsd.errors import SettingsError, TransientError
 
@@ -163,7 +163,7 @@ class DaskExecutor:
         self._live_client()  # a lost scheduler refuses the job now, not after the batch wait
         bridge: Future[JobOutcome] = Future()
         bridge.set_running_or_notify_cancel()  # the daemon never cancels a job; cancel() becomes a no-op
-        size = data.size if isinstance(data, SourceFile) else len(data)
+        size = job_size(data)
         job = _Job(data, name or f"{size}-byte image", bridge, spool)
         if alone or size >= SMALL_IMAGE_BYTES:
             self._send([job], params)

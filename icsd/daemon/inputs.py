@@ -27,6 +27,7 @@ __all__ = [
     "SourceChanged",
     "SourceFile",
     "is_candidate_name",
+    "job_size",
     "printable",
     "read_regular",
     "read_source",
@@ -134,6 +135,11 @@ class SourceFile:
 class SourceChanged(Exception):
     """The input is no longer the version the daemon claimed (changed, replaced, gone, unreadable since): the
     daemon gives the claim back, counting no attempt, and admits the file again."""
+
+
+def job_size(data: bytes | SourceFile) -> int:
+    """The input's size in bytes, whether it travels as bytes or as a SourceFile (executors batch by size)."""
+    return data.size if isinstance(data, SourceFile) else len(data)
 
 
 def read_source(source: SourceFile) -> bytes:

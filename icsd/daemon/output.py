@@ -41,7 +41,6 @@ __all__ = [
     "write_atomic",
     "write_failure",
     "write_named",
-    "write_spool",
 ]
 
 TEMP_PREFIX = ".icsd-tmp-"
@@ -155,19 +154,14 @@ def write_atomic(root: Path, rel: str, data: bytes, *, replace: bool = True, syn
 
 def spool_path(target: str) -> str:
     """A fresh temporary name beside `target` (64 random bits; created with O_EXCL, so never shared): where
-    a worker writes its output (write_spool), and where every atomic write fills its file first."""
+    a worker writes its output (begin_spool), and where every atomic write fills its file first."""
     return os.path.join(os.path.dirname(target), f"{TEMP_PREFIX}{os.urandom(8).hex()}")
 
 
-def write_spool(path: str, data: bytes) -> None:
-    """Create `path` (it must not exist), write `data` and fsync it: what a worker on this machine does with its
-    output, so the daemon only renames it into place. On any error nothing is left behind."""
-    finish_spool(path, begin_spool(path, data))
-
-
 def begin_spool(path: str, data: bytes) -> int:
-    """write_spool's first half: create `path` exclusively and write `data`; returns its open descriptor, not yet
-    synced: pass it to finish_spool (a worker does that beside its next image, see executor.run_jobs). The first
+    """What a worker on this machine does with its output, so the daemon only renames it into place: create `path`
+    (it must not exist) and write `data`; returns its open descriptor, not yet synced: pass it to finish_spool (a
+    worker does that beside its next image, see executor.run_jobs). On any error nothing is left behind. The first
     output of a new folder makes the folder (see make_folders): with one image per folder, the daemon would
     otherwise write every output itself, one fsync after another."""
     def fill(fd: int) -> None:
@@ -193,7 +187,7 @@ def make_folders(folder: str) -> None:
 
 
 def finish_spool(path: str, fd: int) -> None:
-    """write_spool's second half: fsync and close `fd` (begin_spool's); on error `path` is removed."""
+    """begin_spool's second half: fsync and close `fd` (begin_spool's); on error `path` is removed."""
     _sync_closed(path, fd)
 
 

@@ -361,8 +361,7 @@ class Service:
             if self.scheduler.draining and isinstance(exc, CancelledError):  # never started (stop_starting)
                 self._give_back(task.rel, NOT_STARTED)
             elif isinstance(exc, SourceChanged):  # not the version claimed any more: admitted again, as it is now
-                self._give_back(task.rel, str(exc))
-                self.scheduler.offer(task.rel)
+                self._admit_again(task.rel, str(exc))
             elif self._executor_failed(task.rel):
                 pass
             elif isinstance(exc, BrokenProcessPool):  # a worker died in the shared pool: maybe not this image's doing
@@ -456,9 +455,8 @@ class Service:
     def _run_alone(self, rel: str) -> None:
         """`rel`'s job was in the shared pool when a worker died, which breaks every job there: no attempt is
         counted, and it runs next alone (Executor.submit), where a death is its own (see executor._Quarantine)."""
-        self._give_back(rel, WORKER_DIED)
         self._alone.add(rel)
-        self.scheduler.offer(rel)
+        self._admit_again(rel, WORKER_DIED)
         log.warning("%s: %s while it shared the pool; it runs alone next (this attempt is not counted)", rel,
                     WORKER_DIED)
 
@@ -527,6 +525,11 @@ class Service:
                 continue
             if isinstance(event, Done):
                 self._finish([event])
+
+    def _admit_again(self, rel: str, reason: str) -> None:
+        """Give `rel`'s claim back (no attempt counted) and offer it again: its job said nothing about the image."""
+        self._give_back(rel, reason)
+        self.scheduler.offer(rel)
 
     def _give_back(self, rel: str, reason: str) -> None:
         """Unclaim `rel` (pending again, the attempt not counted): stopping the daemon, or a worker's death in the

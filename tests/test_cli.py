@@ -252,7 +252,9 @@ def test_a_single_colour_is_singular(tmp_path: Path) -> None:
 
 def test_ctrl_c_stops_a_batch_with_its_summary(tmp_path: Path) -> None:
     """Ctrl-C signals the whole foreground process group: icsd drains, prints its summary, exits 130."""
-    total = BATCH_IMAGES + 30  # more than a task holds: its progress lines come when the whole task ends
+    # Three tasks' worth: a task's progress lines come when it ends, so the signal lands while the second one runs
+    # (with one task and a bit more, the rest could finish before the signal arrived on a busy machine).
+    total = 3 * BATCH_IMAGES
     for i in range(total):
         write_image(tmp_path / "photos" / f"{i:03d}.jpg", sample_image(crop=300))
     with subprocess.Popen(
